@@ -1,0 +1,38 @@
+"""semroute: semantic routing for LLM traffic.
+
+    >>> from semroute import Router
+    >>> Router.load("bundle/").route("translate this to French").model
+"""
+
+__version__ = "0.1.0"
+
+from .errors import (
+    BundleError,
+    ConfigError,
+    DataError,
+    EncoderError,
+    OverloadedError,
+    RequestError,
+    SemrouteError,
+    UnavailableError,
+)
+from .router import Router
+from .routes import RouteSet, load_routes
+from .scoring import Decision, Reason
+
+__all__ = [
+    "BundleError",
+    "ConfigError",
+    "DataError",
+    "Decision",
+    "EncoderError",
+    "OverloadedError",
+    "Reason",
+    "RequestError",
+    "RouteSet",
+    "Router",
+    "SemrouteError",
+    "UnavailableError",
+    "__version__",
+    "load_routes",
+]

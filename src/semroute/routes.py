@@ -1,0 +1,428 @@
+"""Route files: schema, loading and validation.
+
+Validation is strict and happens once, at load. Every error names the file, the line and the field, and says how
+to fix it. A directory is read as all of its ``*.yaml``/``*.yml`` files, merged in name order. Configuration never
+names code to import: enumerations are literals.
+
+    >>> rs = load_routes(["routes/"])
+    >>> rs.route("billing").model
+    'small-chat'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+Aggregation = Literal["max", "mean_topk"]
+ScorerKind = Literal["knn", "centroid", "logistic"]
+
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_NAME_HINT = "use 1-64 characters: lowercase letters, digits, '_', '-', '.', starting with a letter or digit"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ModelSpec(_Strict):
+    """A model routes may name, with what a decision needs to know about it (its price)."""
+
+    cost_per_1k_input: Annotated[float, Field(ge=0)] = 0.0
+    cost_per_1k_output: Annotated[float, Field(ge=0)] = 0.0
+    description: str | None = None
+
+    @field_validator("cost_per_1k_input", "cost_per_1k_output", mode="before")
+    @classmethod
+    def _int_is_float(cls, v: Any) -> Any:
+        # strict mode refuses ints for floats; `cost: 0` is a perfectly good price.
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class Fallback(_Strict):
+    model: str
+
+
+class Defaults(_Strict):
+    """Settings that apply to every route unless the route overrides them."""
+
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    aggregation: Aggregation = "mean_topk"
+    top_k: Annotated[int, Field(ge=1, le=50)] = 3
+    neighbours: Annotated[int, Field(ge=1, le=1000)] = 32
+    scorer: ScorerKind = "knn"
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _int_is_float(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class RouteSpec(_Strict):
+    """One route: a named destination model with example utterances."""
+
+    name: str
+    model: str
+    description: str | None = None
+    threshold: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+    tier: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+    utterances: Annotated[list[str], Field(min_length=1)]
+    negative_utterances: list[str] = Field(default_factory=list)
+
+    @field_validator("threshold", mode="before")
+    @classmethod
+    def _int_is_float(cls, v: Any) -> Any:
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class RouteFileModel(_Strict):
+    version: Literal[1]
+    fallback: Fallback | None = None
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    defaults: Defaults | None = None
+    routes: list[RouteSpec] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A validated route, with its effective threshold."""
+
+    name: str
+    model: str
+    threshold: float
+    utterances: tuple[str, ...]
+    negative_utterances: tuple[str, ...] = ()
+    description: str | None = None
+    tier: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouteSet:
+    """All route files merged and validated: what ``build-index`` compiles."""
+
+    fallback_model: str
+    models: dict[str, ModelSpec]
+    defaults: Defaults
+    routes: tuple[Route, ...]
+    sources: dict[str, str]  # file path -> sha256 of its bytes
+
+    def route(self, name: str) -> Route:
+        for r in self.routes:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def route_names(self) -> list[str]:
+        return [r.name for r in self.routes]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# YAML with line numbers
+
+
+class _Located:
+    """Maps a path of keys/indices in a YAML document to the line it starts on."""
+
+    def __init__(self, node: yaml.Node | None) -> None:
+        self.root = node
+
+    def line(self, path: Sequence[str | int]) -> int | None:
+        node = self.root
+        best = node.start_mark.line + 1 if node is not None else None
+        for part in path:
+            if node is None:
+                break
+            nxt: yaml.Node | None = None
+            if isinstance(node, yaml.MappingNode):
+                for k, v in node.value:
+                    if k.value == part:
+                        # point at the key: that is where the user typed the field
+                        best = k.start_mark.line + 1
+                        nxt = v
+                        break
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                nxt = node.value[part]
+                best = nxt.start_mark.line + 1
+            node = nxt
+            if node is None:
+                break
+        return best
+
+
+def _field_path(path: Sequence[str | int]) -> str:
+    out = ""
+    for p in path:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _hint_for(err_type: str, loc: Sequence[str | int]) -> str:
+    last = loc[-1] if loc else ""
+    if err_type == "extra_forbidden":
+        allowed = {
+            "routes": "name, model, description, threshold, tier, metadata, utterances, negative_utterances",
+            "defaults": "threshold, aggregation, top_k, neighbours, scorer",
+            "fallback": "model",
+            "models": "cost_per_1k_input, cost_per_1k_output, description",
+        }
+        section = str(loc[0]) if loc else ""
+        keys = allowed.get(section, "version, fallback, models, defaults, routes")
+        if len(loc) == 1:
+            keys = "version, fallback, models, defaults, routes"
+        return f"remove it or fix its spelling; allowed keys here: {keys}"
+    if err_type == "missing":
+        return f"add '{last}'"
+    if err_type == "too_short" and last in ("utterances",):
+        return "give the route at least one example utterance (20+ route real traffic well)"
+    if err_type == "literal_error" and last == "version":
+        return "set 'version: 1'"
+    if err_type in ("greater_than_equal", "less_than_equal"):
+        return "thresholds are cosine similarities between 0 and 1; costs must be >= 0"
+    return "see the route-file format in the README"
+
+
+def _read_one(path: Path) -> tuple[RouteFileModel, _Located]:
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read file: {e.strerror}", file=path) from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError("file is not UTF-8 text", file=path, hint="save it as UTF-8") from e
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark
+        line = mark.line + 1 if mark is not None else None
+        raise ConfigError(
+            f"invalid YAML: {e.problem}", file=path, line=line, hint="check indentation and quoting"
+        ) from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"invalid YAML: {e}", file=path) from e
+    located = _Located(node)
+    if data is None:
+        raise ConfigError("file is empty", file=path, line=1, hint="add 'version: 1' and some routes, or delete it")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a mapping at the top level, got {type(data).__name__}",
+            file=path,
+            line=1,
+            hint="start the file with 'version: 1'",
+        )
+    try:
+        model = RouteFileModel.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        # pydantic reports union members (e.g. "float") as loc parts; drop those that are not in the document.
+        loc = _trim_loc(data, loc)
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key '{loc[-1]}'"
+        raise ConfigError(
+            msg,
+            file=path,
+            line=located.line(loc),
+            field=_field_path(loc),
+            hint=_hint_for(err["type"], loc),
+        ) from None
+    return model, located
+
+
+def _trim_loc(data: Any, loc: Sequence[Any]) -> list[str | int]:
+    out: list[str | int] = []
+    cur = data
+    for p in loc:
+        if isinstance(cur, dict) and p in cur:
+            cur = cur[p]
+            out.append(p)
+        elif isinstance(cur, list) and isinstance(p, int) and p < len(cur):
+            cur = cur[p]
+            out.append(p)
+        elif isinstance(cur, dict) and isinstance(p, str) and cur is not None:
+            out.append(p)  # a missing or unknown key: still the field the user must look at
+            break
+        else:
+            break
+    return out
+
+
+def _expand(paths: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted([*p.glob("*.yaml"), *p.glob("*.yml")])
+            if not found:
+                raise ConfigError("directory holds no *.yaml route files", file=p)
+            files.extend(found)
+        elif p.exists():
+            files.append(p)
+        else:
+            raise ConfigError("no such file or directory", file=p, hint="check the path")
+    if not files:
+        raise ConfigError("no route files given", hint="pass one or more files or directories")
+    return files
+
+
+def load_routes(paths: Iterable[str | Path]) -> RouteSet:
+    """Read, validate and merge route files. Raises ConfigError naming file, line and field."""
+    files = _expand(paths)
+    fallback: tuple[str, Path, _Located] | None = None
+    defaults: Defaults | None = None
+    defaults_at: Path | None = None
+    models: dict[str, tuple[ModelSpec, Path]] = {}
+    pending: list[tuple[RouteSpec, int, Path, _Located]] = []
+    sources: dict[str, str] = {}
+
+    for path in files:
+        sources[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
+        rf, loc = _read_one(path)
+        if rf.fallback is not None:
+            if fallback is not None:
+                raise ConfigError(
+                    f"fallback is already declared in {fallback[1]}",
+                    file=path,
+                    line=loc.line(["fallback"]),
+                    field="fallback",
+                    hint="declare the fallback model in exactly one file",
+                )
+            fallback = (rf.fallback.model, path, loc)
+        if rf.defaults is not None:
+            if defaults is not None:
+                raise ConfigError(
+                    f"defaults are already declared in {defaults_at}",
+                    file=path,
+                    line=loc.line(["defaults"]),
+                    field="defaults",
+                    hint="declare defaults in exactly one file",
+                )
+            defaults, defaults_at = rf.defaults, path
+        for name, spec in rf.models.items():
+            if not _NAME_RE.match(name):
+                raise ConfigError(
+                    f"invalid model name '{name}'", file=path, line=loc.line(["models", name]),
+                    field=f"models.{name}", hint=_NAME_HINT,
+                )
+            if name in models and models[name][0] != spec:
+                raise ConfigError(
+                    f"model '{name}' is already declared differently in {models[name][1]}",
+                    file=path, line=loc.line(["models", name]), field=f"models.{name}",
+                    hint="declare each model once",
+                )
+            models[name] = (spec, path)
+        for i, r in enumerate(rf.routes):
+            pending.append((r, i, path, loc))
+
+    if fallback is None:
+        raise ConfigError(
+            "no fallback model declared",
+            file=files[0],
+            field="fallback",
+            hint="add 'fallback: {model: NAME}' to one route file",
+        )
+    if fallback[0] not in models:
+        raise ConfigError(
+            f"fallback model '{fallback[0]}' is not declared under 'models'",
+            file=fallback[1],
+            line=fallback[2].line(["fallback", "model"]),
+            field="fallback.model",
+            hint=f"declare it under 'models' or use one of: {', '.join(sorted(models)) or '(none declared)'}",
+        )
+    defaults = defaults or Defaults()
+
+    routes: list[Route] = []
+    seen: dict[str, Path] = {}
+    utterance_owner: dict[str, tuple[str, Path]] = {}
+    for r, i, path, loc in pending:
+        base = ["routes", i]
+        if not _NAME_RE.match(r.name):
+            raise ConfigError(
+                f"invalid route name '{r.name}'", file=path, line=loc.line([*base, "name"]),
+                field=f"routes[{i}].name", hint=_NAME_HINT,
+            )
+        if r.name in seen:
+            raise ConfigError(
+                f"duplicate route name '{r.name}' (also in {seen[r.name]})",
+                file=path, line=loc.line([*base, "name"]), field=f"routes[{i}].name",
+                hint="route names must be unique across all files; rename one",
+            )
+        seen[r.name] = path
+        if r.model not in models:
+            raise ConfigError(
+                f"route '{r.name}' names model '{r.model}', which is not declared",
+                file=path, line=loc.line([*base, "model"]), field=f"routes[{i}].model",
+                hint=f"declare it under 'models' or use one of: {', '.join(sorted(models))}",
+            )
+        clean: list[str] = []
+        local: set[str] = set()
+        for j, u in enumerate(r.utterances):
+            text = " ".join(u.split())
+            if not text:
+                raise ConfigError(
+                    "utterance is empty", file=path, line=loc.line([*base, "utterances", j]),
+                    field=f"routes[{i}].utterances[{j}]", hint="remove it or write an example query",
+                )
+            key = text.casefold()
+            if key in local:
+                continue  # a repeat within one route changes nothing; keep the first
+            if key in utterance_owner and utterance_owner[key][0] != r.name:
+                other = utterance_owner[key]
+                raise ConfigError(
+                    f"utterance '{text}' also belongs to route '{other[0]}' ({other[1]})",
+                    file=path, line=loc.line([*base, "utterances", j]),
+                    field=f"routes[{i}].utterances[{j}]",
+                    hint="an example can teach only one route; remove it from one of them",
+                )
+            utterance_owner[key] = (r.name, path)
+            local.add(key)
+            clean.append(text)
+        negs: list[str] = []
+        for j, u in enumerate(r.negative_utterances):
+            text = " ".join(u.split())
+            if not text or text.casefold() in local:
+                raise ConfigError(
+                    "negative utterance is empty" if not text else f"'{text}' is both an utterance and a "
+                    "negative utterance of this route",
+                    file=path, line=loc.line([*base, "negative_utterances", j]),
+                    field=f"routes[{i}].negative_utterances[{j}]",
+                    hint="remove it from one of the two lists",
+                )
+            negs.append(text)
+        routes.append(
+            Route(
+                name=r.name,
+                model=r.model,
+                threshold=r.threshold if r.threshold is not None else defaults.threshold,
+                utterances=tuple(clean),
+                negative_utterances=tuple(negs),
+                description=r.description,
+                tier=r.tier,
+                metadata=dict(r.metadata),
+            )
+        )
+    if not routes:
+        raise ConfigError(
+            "no routes declared", file=files[0], field="routes",
+            hint="add at least one route with utterances",
+        )
+    return RouteSet(
+        fallback_model=fallback[0],
+        models={k: v[0] for k, v in models.items()},
+        defaults=defaults,
+        routes=tuple(routes),
+        sources=sources,
+    )

@@ -1,0 +1,190 @@
+"""From nearest utterances to a Decision: per-route scores, thresholds, fallback.
+
+Scores are aggregated *within* each route (max, or the mean of the route's own top-k hits), never by taking top-k
+across all routes: otherwise a route with many near-duplicate utterances crowds the others out of the neighbour
+list. A route whose retrieved hits are fewer than k gets the lowest retrieved similarity for each missing hit (its
+unseen utterances are at most that similar), so one lucky hit does not make a route confident.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .routes import Aggregation
+
+
+class Reason(enum.StrEnum):
+    """Why a decision came out as it did."""
+
+    MATCHED = "matched"  # best route cleared its threshold
+    BELOW_THRESHOLD = "below_threshold"  # best route's score under its threshold: fallback
+    NEGATIVE_MATCH = "negative_match"  # the query was closer to a route's negative examples: fallback
+    NO_MATCH = "no_match"  # no route had any hit among the neighbours: fallback
+
+
+@dataclass(frozen=True)
+class RouteScore:
+    route: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    text: str
+    route: str
+    similarity: float
+    negative: bool = False
+
+
+@dataclass(frozen=True)
+class Timings:
+    tokenize_ns: int = 0
+    encode_ns: int = 0
+    search_ns: int = 0
+    score_ns: int = 0
+    queue_ns: int = 0
+
+    @property
+    def total_ns(self) -> int:
+        return self.tokenize_ns + self.encode_ns + self.search_ns + self.score_ns + self.queue_ns
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer for one query."""
+
+    route: str | None
+    model: str
+    score: float
+    threshold: float | None
+    fallback: bool
+    reason: Reason
+    margin: float
+    scores: list[RouteScore]
+    neighbours: list[Neighbour]
+    index_version: str
+    truncated: bool = False
+    n_tokens: int = 0
+    timings: Timings = field(default_factory=Timings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "route": self.route,
+            "model": self.model,
+            "score": round(self.score, 6),
+            "threshold": self.threshold,
+            "fallback": self.fallback,
+            "reason": self.reason.value,
+            "margin": round(self.margin, 6),
+            "scores": [{"route": s.route, "score": round(s.score, 6)} for s in self.scores],
+            "neighbours": [
+                {"text": n.text, "route": n.route, "similarity": round(n.similarity, 6), "negative": n.negative}
+                for n in self.neighbours
+            ],
+            "index_version": self.index_version,
+            "truncated": self.truncated,
+            "n_tokens": self.n_tokens,
+            "timings_ns": {
+                "tokenize": self.timings.tokenize_ns,
+                "encode": self.timings.encode_ns,
+                "search": self.timings.search_ns,
+                "score": self.timings.score_ns,
+                "queue": self.timings.queue_ns,
+            },
+        }
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """What scoring needs from a bundle: route names, models, thresholds, and which route each row belongs to."""
+
+    names: list[str]
+    models: list[str]
+    thresholds: npt.NDArray[np.float64]
+    row_route: npt.NDArray[np.int64]  # index row -> route id
+    row_negative: npt.NDArray[np.bool_]
+    row_text: list[str]
+    fallback_model: str
+    n_positive: npt.NDArray[np.int64]  # utterances per route: a route with 2 examples is averaged over 2
+
+
+def route_scores(
+    table: RouteTable,
+    sims: npt.NDArray[np.float32],
+    ids: npt.NDArray[np.int64],
+    aggregation: Aggregation,
+    top_k: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    """Per-route scores for one query's neighbours.
+
+    Returns (scores, positive_max, negative_max), each of length n_routes; -inf where a route had no hit.
+    """
+    n = len(table.names)
+    valid = ids >= 0
+    ids, sims = ids[valid], sims[valid].astype(np.float64)
+    routes = table.row_route[ids]
+    neg = table.row_negative[ids]
+    floor = float(sims[-1]) if len(sims) else -1.0
+    scores = np.full(n, -np.inf)
+    neg_max = np.full(n, -np.inf)
+    pos_max = np.full(n, -np.inf)
+    if len(sims) == 0:
+        return scores, pos_max, neg_max
+    pos_r, pos_s = routes[~neg], sims[~neg]
+    if neg.any():
+        np.maximum.at(neg_max, routes[neg], sims[neg])
+    np.maximum.at(pos_max, pos_r, pos_s)
+    if aggregation == "max":
+        return pos_max.copy(), pos_max, neg_max
+    # mean of each route's own top_k hits; hits arrive sorted by similarity, so the first k per route are its best
+    sums = np.zeros(n)
+    counts = np.zeros(n, dtype=np.int64)
+    for r, s in zip(pos_r.tolist(), pos_s.tolist(), strict=True):
+        if counts[r] < top_k:
+            sums[r] += s
+            counts[r] += 1
+    hit = counts > 0
+    k = np.minimum(top_k, table.n_positive)[hit]
+    scores[hit] = (sums[hit] + (k - counts[hit]) * floor) / k
+    return scores, pos_max, neg_max
+
+
+def decide(
+    table: RouteTable,
+    scores: npt.NDArray[np.float64],
+    neg_max: npt.NDArray[np.float64],
+    pos_max: npt.NDArray[np.float64],
+    *,
+    index_version: str,
+    neighbours: list[Neighbour],
+    top_scores: int = 5,
+) -> Decision:
+    """Pick the best route; fall back when it is below its threshold or vetoed by a negative example."""
+    order = np.argsort(-scores, kind="stable")
+    best = int(order[0])
+    best_score = float(scores[best])
+    runner_up = float(scores[order[1]]) if len(order) > 1 and np.isfinite(scores[order[1]]) else 0.0
+    listed = [
+        RouteScore(table.names[int(i)], float(scores[i])) for i in order[:top_scores] if np.isfinite(scores[i])
+    ]
+    common: dict[str, Any] = {"scores": listed, "neighbours": neighbours, "index_version": index_version}
+    if not np.isfinite(best_score):
+        return Decision(None, table.fallback_model, 0.0, None, True, Reason.NO_MATCH, 0.0, **common)
+    threshold = float(table.thresholds[best])
+    margin = best_score - runner_up
+    if neg_max[best] > pos_max[best]:
+        return Decision(
+            None, table.fallback_model, best_score, threshold, True, Reason.NEGATIVE_MATCH, margin, **common
+        )
+    if best_score < threshold:
+        return Decision(
+            None, table.fallback_model, best_score, threshold, True, Reason.BELOW_THRESHOLD, margin, **common
+        )
+    return Decision(
+        table.names[best], table.models[best], best_score, threshold, False, Reason.MATCHED, margin, **common
+    )
