@@ -214,7 +214,9 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     """Load and check a bundle. Raises BundleError saying what is wrong and what to do."""
     path = Path(path)
     if not path.is_dir():
-        raise BundleError(f"{path}: no such bundle directory; build one with 'semroute build-index ROUTES --out {path}'")
+        raise BundleError(
+            f"{path}: no such bundle directory; build one with 'semroute build-index ROUTES --out {path}'"
+        )
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError:

@@ -15,6 +15,7 @@ scales. Result on CLINC150 val: mean cosine 0.994 to fp32, faster than fp32 by a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -285,8 +286,6 @@ def _versions() -> dict[str, str]:
 
     out = {}
     for pkg in ("semroute", "torch", "onnx", "onnxruntime", "sentence-transformers", "transformers", "tokenizers"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
     return out

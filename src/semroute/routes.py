@@ -11,6 +11,7 @@ names code to import: enumerations are literals.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -168,19 +169,23 @@ def _field_path(path: Sequence[str | int]) -> str:
     return out
 
 
+_TOP_KEYS = list(RouteFileModel.model_fields)
+_ALLOWED = {
+    "routes": list(RouteSpec.model_fields),
+    "defaults": list(Defaults.model_fields),
+    "fallback": list(Fallback.model_fields),
+    "models": list(ModelSpec.model_fields),
+}
+
+
+def _section(loc: Sequence[str | int]) -> str:
+    return str(loc[0]) if len(loc) > 1 else ""
+
+
 def _hint_for(err_type: str, loc: Sequence[str | int]) -> str:
     last = loc[-1] if loc else ""
     if err_type == "extra_forbidden":
-        allowed = {
-            "routes": "name, model, description, threshold, tier, metadata, utterances, negative_utterances",
-            "defaults": "threshold, aggregation, top_k, neighbours, scorer",
-            "fallback": "model",
-            "models": "cost_per_1k_input, cost_per_1k_output, description",
-        }
-        section = str(loc[0]) if loc else ""
-        keys = allowed.get(section, "version, fallback, models, defaults, routes")
-        if len(loc) == 1:
-            keys = "version, fallback, models, defaults, routes"
+        keys = ", ".join(_ALLOWED.get(_section(loc), _TOP_KEYS))
         return f"remove it or fix its spelling; allowed keys here: {keys}"
     if err_type == "missing":
         return f"add '{last}'"
@@ -226,13 +231,18 @@ def _read_one(path: Path) -> tuple[RouteFileModel, _Located]:
     try:
         model = RouteFileModel.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
+        # a misspelt key also shows up as a missing one: report the misspelling, it is the cause
+        errors = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
+        err = errors[0]
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
         # pydantic reports union members (e.g. "float") as loc parts; drop those that are not in the document.
         loc = _trim_loc(data, loc)
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = f"unknown key '{loc[-1]}'"
+            close = difflib.get_close_matches(str(loc[-1]), _ALLOWED.get(_section(loc), _TOP_KEYS), n=1)
+            if close:
+                msg += f" (did you mean '{close[0]}'?)"
         raise ConfigError(
             msg,
             file=path,
@@ -247,10 +257,7 @@ def _trim_loc(data: Any, loc: Sequence[Any]) -> list[str | int]:
     out: list[str | int] = []
     cur = data
     for p in loc:
-        if isinstance(cur, dict) and p in cur:
-            cur = cur[p]
-            out.append(p)
-        elif isinstance(cur, list) and isinstance(p, int) and p < len(cur):
+        if (isinstance(cur, dict) and p in cur) or (isinstance(cur, list) and isinstance(p, int) and p < len(cur)):
             cur = cur[p]
             out.append(p)
         elif isinstance(cur, dict) and isinstance(p, str) and cur is not None:
