@@ -89,7 +89,12 @@ def test_index_factory_override(small: Path, enc: OnnxEncoder, encoder_dir: Path
     out, _ = build_bundle(load_routes([small]), enc, encoder_dir, tmp_path / "h", factory="HNSW32,Flat")
     b = load_bundle(out)
     assert b.manifest["settings"]["index_factory"] == "HNSW32,Flat"
-    assert Router(b, enc).route("fix this segfault in my C code").route == "coding"
+    flat = Router(load_bundle(build_bundle(load_routes([small]), enc, encoder_dir, tmp_path / "f")[0]), enc)
+    hnsw = Router(b, enc)
+    for q in ["fix this segfault in my C code", "refund my money", "what's the weather"]:
+        a, h = flat.route(q), hnsw.route(q)
+        assert (a.route, a.reason) == (h.route, h.reason) and abs(a.score - h.score) < 1e-5
+    assert hnsw.route("fix this segfault in my C code").neighbours[0].similarity > 0.99
 
 
 @pytest.mark.parametrize("damage", ["tokenizer", "format", "index", "manifest", "routes_missing"])

@@ -31,7 +31,7 @@ def test_validate_error_is_one_line_with_location() -> None:
     r = run("validate", str(bad))
     assert r.returncode == 2
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
-    assert f"{bad}:11: routes[0].threshold:" in r.stderr
+    assert f"{bad}:10: routes[0].threshold:" in r.stderr
 
 
 def test_build_index_invalid_routes_writes_nothing(tmp_path: Path) -> None:
