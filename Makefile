@@ -31,7 +31,7 @@ serve: bundle
 	$(BIN)/semroute serve --index $(BUNDLE)
 
 test: install
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests $(wildcard benchmarks)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:

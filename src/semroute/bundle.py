@@ -136,7 +136,7 @@ def build_bundle(
     index = VectorIndex.build(vectors, factory)
     index_s = time.perf_counter() - t1
 
-    routes_doc = {
+    routes_doc: dict[str, Any] = {
         "fallback_model": routeset.fallback_model,
         "models": {k: v.model_dump() for k, v in routeset.models.items()},
         "defaults": routeset.defaults.model_dump(),

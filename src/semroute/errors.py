@@ -97,7 +97,7 @@ _TABLE: dict[type[SemrouteError], tuple[grpc.StatusCode, int]] = {
 def _lookup(exc: SemrouteError) -> tuple[grpc.StatusCode, int]:
     for cls in type(exc).__mro__:
         if cls in _TABLE:
-            return _TABLE[cls]  # type: ignore[index]
+            return _TABLE[cls]
     return _TABLE[SemrouteError]
 
 

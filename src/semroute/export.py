@@ -131,7 +131,7 @@ def export_encoder(
         ids = torch.ones(2, 8, dtype=torch.long)
         with torch.no_grad():
             torch.onnx.export(
-                Pooled(transformer).eval(),
+                Pooled(transformer).eval(),  # type: ignore[arg-type]
                 (ids, ids, torch.zeros_like(ids)),
                 str(fp32),
                 input_names=["input_ids", "attention_mask", "token_type_ids"],

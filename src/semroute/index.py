@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +37,7 @@ class VectorIndex:
     """A FAISS inner-product index. ``threads=1`` by default: on small machines one OpenMP thread made
     single-query search 3-5x faster than two."""
 
-    def __init__(self, index: object, factory: str) -> None:
+    def __init__(self, index: Any, factory: str) -> None:
         self._index = index
         self.factory = factory
 
@@ -81,24 +82,24 @@ class VectorIndex:
 
     @property
     def ntotal(self) -> int:
-        return int(self._index.ntotal)  # type: ignore[attr-defined]
+        return int(self._index.ntotal)
 
     @property
     def dim(self) -> int:
-        return int(self._index.d)  # type: ignore[attr-defined]
+        return int(self._index.d)
 
     def search(self, queries: npt.NDArray[np.float32], k: int) -> Hits:
         k = min(k, self.ntotal)
-        sims, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)  # type: ignore[attr-defined]
+        sims, ids = self._index.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         sims = np.where(ids < 0, -np.inf, sims).astype(np.float32)
         return Hits(similarities=sims, ids=ids.astype(np.int64))
 
 
-def _hnsw(index: object) -> object | None:
+def _hnsw(index: Any) -> Any:
     import faiss
 
     try:
-        return faiss.downcast_index(index).hnsw  # type: ignore[no-any-return]
+        return faiss.downcast_index(index).hnsw  # type: ignore[attr-defined]
     except AttributeError:
         return None
 

@@ -355,7 +355,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
     seen: dict[str, Path] = {}
     utterance_owner: dict[str, tuple[str, Path]] = {}
     for r, i, path, loc in pending:
-        base = ["routes", i]
+        base: list[str | int] = ["routes", i]
         if not _NAME_RE.match(r.name):
             raise ConfigError(
                 f"invalid route name '{r.name}'", file=path, line=loc.line([*base, "name"]),
