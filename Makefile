@@ -31,7 +31,8 @@ serve: bundle
 	$(BIN)/semroute serve --index $(BUNDLE)
 
 test: install
-	$(BIN)/ruff check src tests $(wildcard benchmarks)
+	$(BIN)/ruff check src tests scripts $(wildcard benchmarks)
+	$(BIN)/mypy src/semroute
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:

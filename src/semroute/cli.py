@@ -173,5 +173,39 @@ def _print_decision(text: str, d: dict[str, Any]) -> None:
     click.echo(f"  scores: {others}")
 
 
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(path_type=Path), help="Bundle directory.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 in containers).")
+@click.option("--port", default=50051, show_default=True, help="gRPC port (0: pick a free one).")
+@click.option("--metrics-port", default=0, show_default=True, help="Prometheus /metrics port (0: off).")
+@click.option("--threads", default=1, show_default=True, help="Encoder intra-op threads.")
+@click.option("--max-batch-size", default=32, show_default=True, help="Most queries per encoder call (1: no batching).")
+@click.option("--max-wait-us", default=0, show_default=True,
+              help="Longest wait for more queries before encoding a partial batch.")
+@click.option("--max-queue", default=1024, show_default=True,
+              help="Queued queries past which requests get RESOURCE_EXHAUSTED.")
+@click.option("--max-text-chars", default=10_000, show_default=True, help="Longest accepted query text.")
+@click.option("--max-batch-queries", default=256, show_default=True, help="Most queries in one RouteBatch call.")
+@click.option("--grace-period", default=10.0, show_default=True, help="Seconds to drain on SIGTERM/SIGINT.")
+@click.option("--watch/--no-watch", default=True, show_default=True,
+              help="Reload when the bundle on disk changes (SIGHUP always reloads).")
+@click.option("--watch-interval", default=2.0, show_default=True, help="Seconds between bundle checks.")
+@_errors
+def serve(index_dir: Path, **options: Any) -> None:
+    """Serve the Router gRPC API (with health checking and reflection) on a bundle."""
+    import asyncio
+
+    from .server import ServeConfig
+    from .server import serve as run
+
+    logging.getLogger("semroute").setLevel(min(logging.getLogger().level, logging.WARNING))
+    config = ServeConfig(index=index_dir, **options)
+
+    def ready(port: int, version: str) -> None:
+        click.echo(f"semroute serving bundle {version} on {config.host}:{port}", err=True)
+
+    sys.exit(asyncio.run(run(config, ready=ready)))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -44,8 +44,11 @@ class Router:
 
     def warm(self) -> None:
         """Run a few queries so the first real request does not pay for lazy initialisation."""
-        for text in ("warm up", "a somewhat longer sentence to warm up the encoder and the index search"):
-            self.route_batch([text])
+        texts = ["warm up", "a somewhat longer sentence to warm up the encoder, the tokenizer and the index search"]
+        for _ in range(5):
+            for t in texts:
+                self.route_batch([t])
+            self.route_batch(texts * 4)
 
     @property
     def version(self) -> str:

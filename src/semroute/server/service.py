@@ -1,0 +1,188 @@
+"""The semroute.v1.Router gRPC service: validate requests, queue them on the batcher, answer decisions.
+
+Errors: every SemrouteError maps to its status through semroute.errors.grpc_status (the one table). Anything
+else is a bug: logged with its traceback and answered INTERNAL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from .. import __version__
+from .._proto.semroute.v1 import router_pb2 as pb
+from .._proto.semroute.v1 import router_pb2_grpc as pb_grpc
+from ..errors import RequestError, SemrouteError, grpc_status
+from ..router import Router
+from .batcher import MicroBatcher
+from .convert import decision_to_pb
+from .metrics import Metrics
+
+log = logging.getLogger("semroute.server")
+
+_LABEL = re.compile(r"^[A-Za-z0-9_.:\-]{0,64}$")
+_MAX_TOP = 100
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_text_chars: int = 10_000
+    max_batch_queries: int = 256
+
+
+def _check_text(field: str, text: str, limit: int) -> None:
+    if not text or not text.strip():
+        raise RequestError(field, "is empty or only whitespace; send the user's query text")
+    if len(text) > limit:
+        raise RequestError(
+            field, f"is {len(text)} characters; the limit is {limit} (server flag --max-text-chars)"
+        )
+
+
+def _check_metadata(field: str, md: pb.RequestMetadata) -> None:
+    for name in ("tenant", "user_tier"):
+        value = getattr(md, name)
+        if not _LABEL.match(value):
+            raise RequestError(f"{field}.{name}", "must be 0-64 characters of letters, digits, '_', '.', ':', '-'")
+    if len(md.request_id) > 128 or not md.request_id.isprintable():
+        raise RequestError(f"{field}.request_id", "must be at most 128 printable characters")
+
+
+def _options(opts: pb.RouteOptions) -> tuple[int, int]:
+    top_s = opts.top_scores if opts.HasField("top_scores") else 5
+    top_n = opts.top_neighbours if opts.HasField("top_neighbours") else 3
+    if top_s > _MAX_TOP:
+        raise RequestError("options.top_scores", f"must be at most {_MAX_TOP}")
+    if top_n > _MAX_TOP:
+        raise RequestError("options.top_neighbours", f"must be at most {_MAX_TOP}")
+    return top_s, top_n
+
+
+class RouterService(pb_grpc.RouterServicer):
+    def __init__(
+        self, get_router: Callable[[], Router], batcher: MicroBatcher, limits: Limits, metrics: Metrics
+    ) -> None:
+        self._get_router = get_router
+        self._batcher = batcher
+        self._limits = limits
+        self._metrics = metrics
+        self.in_flight = 0  # RPCs being handled now; shutdown waits for this to stay at 0
+
+    async def _guard(self, method: str, context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T]]) -> T:
+        start = time.perf_counter()
+        code = grpc.StatusCode.OK
+        self.in_flight += 1
+        try:
+            return await fn()
+        except SemrouteError as e:
+            code = grpc_status(e)
+            await context.abort(code, str(e))
+        except Exception:  # a bug, not the client's fault: log it whole, answer INTERNAL
+            code = grpc.StatusCode.INTERNAL
+            log.exception("internal error in %s", method)
+            await context.abort(code, "internal error; see the server log")
+        finally:
+            self.in_flight -= 1
+            self._metrics.requests.labels(method, code.name).inc()
+            self._metrics.latency.labels(method).observe(time.perf_counter() - start)
+        raise AssertionError("unreachable")  # context.abort raises
+
+    def _observe(self, decisions: list[pb.Decision]) -> None:
+        m = self._metrics
+        for d in decisions:
+            m.decisions.labels(d.route if d.HasField("route") else "fallback", pb.Reason.Name(d.reason)).inc()
+            t = d.timings
+            for stage, ns in (("queue", t.queue_ns), ("tokenize", t.tokenize_ns), ("encode", t.encode_ns),
+                              ("search", t.search_ns), ("score", t.score_ns)):
+                m.stage.labels(stage).observe(ns / 1e9)
+        m.queue_depth.set(self._batcher.depth)
+
+    async def _decide(self, texts: list[str], opts: pb.RouteOptions, received_ns: int) -> list[pb.Decision]:
+        top_s, top_n = _options(opts)
+        results = await self._batcher.submit_many(texts, top_s, top_n)
+        total = time.perf_counter_ns() - received_ns
+        out = [decision_to_pb(d, total_ns=total, batch_size=b) for d, b in results]
+        self._observe(out)
+        return out
+
+    async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteResponse:
+        received = time.perf_counter_ns()
+
+        async def run() -> pb.RouteResponse:
+            _check_text("text", request.text, self._limits.max_text_chars)
+            _check_metadata("metadata", request.metadata)
+            (d,) = await self._decide([request.text], request.options, received)
+            return pb.RouteResponse(decision=d, request_id=request.metadata.request_id)
+
+        return await self._guard("Route", context, run)
+
+    async def RouteBatch(
+        self, request: pb.RouteBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RouteBatchResponse:
+        received = time.perf_counter_ns()
+
+        async def run() -> pb.RouteBatchResponse:
+            n = len(request.queries)
+            if n == 0:
+                raise RequestError("queries", "is empty; send at least one query")
+            if n > self._limits.max_batch_queries:
+                raise RequestError(
+                    "queries", f"has {n} queries; at most {self._limits.max_batch_queries} per call "
+                    "(server flag --max-batch-queries)",
+                )
+            for i, q in enumerate(request.queries):
+                _check_text(f"queries[{i}].text", q.text, self._limits.max_text_chars)
+                _check_metadata(f"queries[{i}].metadata", q.metadata)
+            ds = await self._decide([q.text for q in request.queries], request.options, received)
+            return pb.RouteBatchResponse(decisions=ds)
+
+        return await self._guard("RouteBatch", context, run)
+
+    async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
+        async def run() -> pb.InfoResponse:
+            return info_response(self._get_router(), self._batcher)
+
+        return await self._guard("Info", context, run)
+
+
+def info_response(router: Router, batcher: MicroBatcher) -> pb.InfoResponse:
+    b = router.bundle
+    routes: dict[str, Any] = b.routes
+    enc = b.manifest["encoder"]
+    th = dict(zip(b.table.names, b.table.thresholds.tolist(), strict=True))
+    return pb.InfoResponse(
+        index_version=b.version,
+        semroute_version=__version__,
+        fallback_model=routes["fallback_model"],
+        routes=[
+            pb.RouteInfo(
+                name=r["name"], model=r["model"], threshold=th[r["name"]], description=r.get("description") or "",
+                tier=r.get("tier") or "", metadata=r.get("metadata") or {},
+                n_utterances=r.get("n_utterances", 0), n_negative=r.get("n_negative", 0),
+            )
+            for r in routes["routes"]
+        ],
+        models=[
+            pb.ModelInfo(
+                name=name, cost_per_1k_input=m.cost_per_1k_input, cost_per_1k_output=m.cost_per_1k_output,
+                description=m.description or "",
+            )
+            for name, m in b.models.items()
+        ],
+        encoder_name=enc.get("name") or "",
+        encoder_fingerprint=enc["fingerprint"],
+        encoder_dim=enc["dim"],
+        encoder_max_tokens=enc["max_tokens"],
+        settings_json=json.dumps(b.manifest.get("settings", {}), sort_keys=True),
+        bundle_created=b.manifest.get("created", ""),
+        max_batch_size=batcher.max_batch_size,
+        max_wait_us=batcher.max_wait_us,
+    )
