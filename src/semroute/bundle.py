@@ -33,6 +33,7 @@ from . import __version__
 from ._fs import replace_dir, temp_dir_beside
 from .encoder import META_FILE, MODEL_FILE, TOKENIZER_FILE, Encoder, file_sha256, fingerprint_dir
 from .errors import BundleError
+from .heads import LogisticHead, fit_head
 from .index import VectorIndex, choose_factory
 from .routes import Defaults, ModelSpec, RouteSet
 from .scoring import RouteTable
@@ -42,6 +43,7 @@ MANIFEST = "manifest.json"
 ROUTES = "routes.json"
 INDEX = "index.faiss"
 EMBEDDINGS = "embeddings.npy"
+HEAD = "head.npz"
 ENCODER_DIR = "encoder"
 _HASHED = (ROUTES, INDEX, EMBEDDINGS)
 
@@ -58,6 +60,7 @@ class Bundle:
     table: RouteTable
     defaults: Defaults
     models: dict[str, ModelSpec]
+    head: LogisticHead | None = None
 
     @property
     def version(self) -> str:
@@ -135,6 +138,11 @@ def build_bundle(
     factory = factory or choose_factory(len(rows))
     index = VectorIndex.build(vectors, factory)
     index_s = time.perf_counter() - t1
+    head = None
+    if routeset.defaults.scorer == "logistic":
+        names = {r.name: i for i, r in enumerate(routeset.routes)}
+        labels = np.array([-1 if r["negative"] else names[r["route"]] for r in rows], dtype=np.int64)
+        head = fit_head(vectors, labels, len(routeset.routes))
 
     routes_doc: dict[str, Any] = {
         "fallback_model": routeset.fallback_model,
@@ -167,10 +175,12 @@ def build_bundle(
         (tmp / ROUTES).write_text(json.dumps(routes_doc, indent=1, ensure_ascii=False) + "\n")
         index.save(tmp / INDEX)
         np.save(tmp / EMBEDDINGS, vectors)
+        if head is not None:
+            head.save(str(tmp / HEAD))
         content = hashlib.sha256()
         content.update(encoder.fingerprint.encode())
         files = {}
-        for name in _HASHED:
+        for name in (*_HASHED, *([HEAD] if head is not None else [])):
             files[name] = file_sha256(tmp / name)
             content.update(files[name].encode())
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -251,6 +261,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     except (ValueError, OSError) as e:
         raise BundleError(f"{path}: cannot read the route table or embeddings ({e}); rebuild it") from e
     index = VectorIndex.load(path / INDEX, manifest.get("settings", {}).get("index_factory", "?"))
+    head = LogisticHead.load(str(path / HEAD)) if HEAD in manifest.get("files", {}) else None
     rows = routes["utterances"]
     if index.ntotal != len(rows) or len(embeddings) != len(rows):
         raise BundleError(
@@ -272,6 +283,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         table=make_table(routes),
         defaults=defaults,
         models=models,
+        head=head,
     )
 
 
@@ -289,3 +301,42 @@ def make_table(routes: dict[str, Any], thresholds: dict[str, float] | None = Non
         fallback_model=routes["fallback_model"],
         n_positive=np.array([r["n_utterances"] for r in routes["routes"]], dtype=np.int64),
     )
+
+
+def derive_bundle(
+    src: str | Path, out: str | Path, *, thresholds: dict[str, float], calibration: dict[str, Any]
+) -> Bundle:
+    """Write a new bundle version at ``out``: ``src`` with new thresholds and the calibration recorded in its
+    manifest (``parent`` = the source version). ``src`` is never modified; the write is atomic."""
+    src, out = Path(src), Path(out)
+    if src.resolve() == out.resolve():
+        raise BundleError(f"{out}: calibration writes a new bundle; choose an --out other than the source")
+    source = load_bundle(src)
+    tmp = temp_dir_beside(out)
+    try:
+        shutil.copytree(src, tmp, dirs_exist_ok=True)
+        routes = json.loads((tmp / ROUTES).read_text())
+        for r in routes["routes"]:
+            if r["name"] in thresholds:
+                r["threshold"] = float(thresholds[r["name"]])
+        (tmp / ROUTES).write_text(json.dumps(routes, indent=1, ensure_ascii=False) + "\n")
+        manifest = dict(source.manifest)
+        content = hashlib.sha256(manifest["encoder"]["fingerprint"].encode())
+        files = {}
+        for name in source.manifest["files"]:
+            files[name] = file_sha256(tmp / name)
+            content.update(files[name].encode())
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        manifest.update(
+            version=f"{stamp}-{content.hexdigest()[:10]}",
+            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            files=files,
+            calibration=calibration,
+            parent=source.version,
+        )
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return load_bundle(out)

@@ -173,6 +173,70 @@ def _print_decision(text: str, d: dict[str, Any]) -> None:
     click.echo(f"  scores: {others}")
 
 
+@main.command("eval")
+@click.option("--index", "index_dir", required=True, type=click.Path(path_type=Path), help="Bundle directory.")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Labelled JSONL (route: null = fallback).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with every metric.")
+@click.option("--report", type=click.Path(path_type=Path), help="Write report.md and PNG plots to this directory.")
+@_errors
+def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) -> None:
+    """Evaluate a bundle on labelled data: accuracy, fallback precision/recall, per-route F1, cost, latency."""
+    from .evaluation import cost_inputs, evaluate, sweep
+    from .labelled import load_labelled
+    from .router import Router
+
+    router = Router.load(index_dir)
+    labelled = load_labelled(data, known_routes=router.bundle.table.names)
+    m, scored = evaluate(router, labelled.examples)
+    m["data"] = {"path": str(data), "sha256": labelled.sha256}
+    if report is not None:
+        from .report import write_report
+
+        path = write_report(report, m, sweep(scored, **cost_inputs(router)), title=f"semroute eval: {data.name}")
+        click.echo(f"wrote {path}", err=True)
+    if as_json:
+        click.echo(json.dumps(m))
+        return
+    click.echo(f"n={m['n']}  accuracy={m['accuracy']:.4f}  in_scope_accuracy={m['in_scope_accuracy']:.4f}  "
+               f"fallback_precision={m['fallback_precision']:.4f}  fallback_recall={m['fallback_recall']:.4f}")
+    if "cost" in m:
+        click.echo(f"cost vs all-fallback: {m['cost']['ratio']:.1%} ({m['cost']['assumption']})")
+    click.echo(f"decision latency: median {m['latency']['median_ms']:.2f} ms, p99 {m['latency']['p99_ms']:.2f} ms")
+
+
+@main.command()
+@click.option("--index", "index_dir", required=True, type=click.Path(path_type=Path), help="Source bundle.")
+@click.option("--data", required=True, type=click.Path(path_type=Path), help="Labelled validation JSONL.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New bundle directory to write.")
+@click.option("--objective", type=click.Choice(["accuracy", "precision"]), default="accuracy", show_default=True,
+              help="accuracy: maximise overall accuracy; precision: each route's precision >= --target.")
+@click.option("--target", type=click.FloatRange(0, 1), help="Precision target for --objective precision.")
+@click.option("--oos-share", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Expected share of out-of-scope traffic (reweights the validation set).")
+@click.option("--prior", type=click.FloatRange(min=0), default=20.0, show_default=True,
+              help="Shrinkage towards the global threshold, in validation examples.")
+@_errors
+def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: float | None, oos_share: float | None,
+              prior: float) -> None:
+    """Fit per-route thresholds on validation data and write them as a new bundle version."""
+    from .bundle import derive_bundle
+    from .calibration import calibrate as fit
+    from .evaluation import score_examples
+    from .labelled import load_labelled
+    from .router import Router
+
+    router = Router.load(index_dir)
+    labelled = load_labelled(data, known_routes=router.bundle.table.names)
+    scored = score_examples(router, labelled.examples)
+    cal = fit(scored, router.bundle.table.names, objective=objective,  # type: ignore[arg-type]
+              oos_share=oos_share, target=target, prior=prior)
+    record = {**cal.to_dict(), "data": {"path": str(data), "sha256": labelled.sha256, "n": len(scored)}}
+    new = derive_bundle(index_dir, out, thresholds=cal.thresholds, calibration=record)
+    ths = list(cal.thresholds.values())
+    click.echo(f"wrote {out} (version {new.version}, parent {router.version}): objective {objective}, "
+               f"global threshold {cal.global_threshold:.3f}, per-route {min(ths):.3f}..{max(ths):.3f}")
+
+
 @main.command()
 @click.option("--index", "index_dir", required=True, type=click.Path(path_type=Path), help="Bundle directory.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 in containers).")

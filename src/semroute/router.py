@@ -15,6 +15,7 @@ from pathlib import Path
 from .bundle import Bundle, load_bundle
 from .encoder import Encoder, OnnxEncoder
 from .errors import BundleError, RequestError
+from .heads import HEAD_WEIGHT
 from .scoring import Decision, Neighbour, Timings, decide, route_scores
 
 
@@ -70,6 +71,8 @@ class Router:
         hits = self.bundle.index.search(enc.vectors, self._defaults.neighbours)
         search_ns = (time.perf_counter_ns() - t0) // len(texts)
         table = self.bundle.table
+        head = self.bundle.head
+        probs = head.probabilities(enc.vectors) if head is not None else None
         out = []
         for q in range(len(texts)):
             t1 = time.perf_counter_ns()
@@ -77,6 +80,8 @@ class Router:
             scores, pos_max, neg_max = route_scores(
                 table, sims, ids, self._defaults.aggregation, self._defaults.top_k
             )
+            if probs is not None:  # the learned scorer: blend the head's confidence into the kNN score
+                scores = (1 - HEAD_WEIGHT) * scores + HEAD_WEIGHT * probs[q]
             neighbours = [
                 Neighbour(
                     text=table.row_text[int(i)],

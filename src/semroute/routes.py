@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 Aggregation = Literal["max", "mean_topk"]
-ScorerKind = Literal["knn", "centroid", "logistic"]
+ScorerKind = Literal["knn", "logistic"]
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _NAME_HINT = "use 1-64 characters: lowercase letters, digits, '_', '-', '.', starting with a letter or digit"

@@ -1,0 +1,139 @@
+"""Shared helpers: timing summaries, machine facts, data, result files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+CLINC = REPO.parent / "shared" / "data" / "clinc150" / "data_full.json"
+
+
+@dataclass(frozen=True)
+class Mode:
+    quick: bool
+
+    def n(self, quick: int, full: int) -> int:
+        return quick if self.quick else full
+
+
+def summary(samples_s: Sequence[float]) -> dict[str, float]:
+    """Summary of latency samples given in seconds; reported in milliseconds."""
+    xs = sorted(samples_s)
+    n = len(xs)
+
+    def pct(p: float) -> float:
+        return xs[min(n - 1, round(p / 100 * (n - 1)))] * 1e3
+
+    return {
+        "median_ms": statistics.median(xs) * 1e3,
+        "p90_ms": pct(90),
+        "p99_ms": pct(99),
+        "min_ms": xs[0] * 1e3,
+        "max_ms": xs[-1] * 1e3,
+        "n": n,
+    }
+
+
+def time_calls(fn: Callable[[], object], n: int, warmup: int = 5) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def interleave(fns: dict[str, Callable[[], object]], n: int, warmup: int = 5) -> dict[str, list[float]]:
+    """Time several callables round-robin, so a noisy neighbour hits them all alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    out: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(n):
+        for k, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            out[k].append(time.perf_counter() - t)
+    return out
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    libs = {}
+    for pkg in ("semroute", "onnxruntime", "faiss-cpu", "grpcio", "tokenizers", "numpy", "torch",
+                "sentence-transformers"):
+        with contextlib.suppress(PackageNotFoundError):
+            libs[pkg] = version(pkg)
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "libraries": libs,
+        "loadavg_at_start": load,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+    }
+
+
+def clinc() -> dict[str, list[list[str]]]:
+    return json.loads(CLINC.read_text())  # type: ignore[no-any-return]
+
+
+def queries(n: int, seed: int = 0) -> list[str]:
+    data = clinc()
+    pool = [t for t, _ in data["val"]] + [t for t, _ in data["oos_val"]]
+    return random.Random(seed).sample(pool, n)
+
+
+def clinc_routes_file(dest: Path) -> Path:
+    """The 15,000-utterance route set: CLINC150 train, one route per intent."""
+    import collections
+
+    import yaml
+
+    by: dict[str, list[str]] = collections.defaultdict(list)
+    for t, i in clinc()["train"]:
+        by[i].append(t)
+    doc = {
+        "version": 1,
+        "fallback": {"model": "frontier"},
+        "models": {"frontier": {"cost_per_1k_input": 2.5}, "small": {"cost_per_1k_input": 0.15}},
+        "routes": [{"name": i.replace("_", "-"), "model": "small", "utterances": u} for i, u in sorted(by.items())],
+    }
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_text(yaml.safe_dump(doc))
+    return dest
+
+
+def build(routes: Path, out: Path) -> float:
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "semroute.cli", "build-index", str(routes), "--out", str(out)],
+                   check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def dir_size_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6

@@ -1,0 +1,148 @@
+"""Suite 2: the real server over gRPC on 127.0.0.1. Latency and throughput at several concurrencies, batching on
+and off, and the overhead ratio against the bare encoder for the same queries."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from semroute.client import AsyncRouterClient, RouterClient
+from semroute.encoder import OnnxEncoder
+
+from ._common import REPO, Mode, build, clinc_routes_file, queries, summary
+
+
+class ServerProcess:
+    """``semroute serve --port 0`` in a subprocess; ``started_s`` is process start -> serving line."""
+
+    def __init__(self, bundle: Path, *args: str) -> None:
+        self.bundle = bundle
+        self.args = args
+
+    def __enter__(self) -> ServerProcess:
+        t = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "semroute.cli", "serve", "--index", str(self.bundle), "--port", "0",
+             "--no-watch", *self.args], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+        )
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            m = re.search(r"on 127\.0\.0\.1:(\d+)", line)
+            if m:
+                self.port = int(m.group(1))
+                self.started_s = time.perf_counter() - t
+                return self
+        raise RuntimeError("server did not start")
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        self.proc.communicate(timeout=60)
+
+
+async def _load(target: str, qs: list[str], concurrency: int, total: int, max_s: float) -> dict[str, Any]:
+    lat: list[float] = []
+    errors = 0
+    async with AsyncRouterClient(target, timeout=30) as c:
+        for q in qs[:10]:
+            await c.route(q)
+        counter = iter(range(total))
+        deadline = time.perf_counter() + max_s
+
+        async def worker() -> None:
+            nonlocal errors
+            for i in counter:  # bounded in count ...
+                if time.perf_counter() > deadline:  # ... and in time
+                    return
+                t = time.perf_counter()
+                try:
+                    await c.route(qs[i % len(qs)])
+                except Exception:
+                    errors += 1
+                lat.append(time.perf_counter() - t)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[worker() for _ in range(concurrency)])
+        elapsed = time.perf_counter() - t0
+    return {**summary(lat), "throughput_rps": len(lat) / elapsed, "errors": errors}
+
+
+def _overhead(bundle: Path, target: str, qs: list[str]) -> dict[str, Any]:
+    """Interleaved, same queries: bare int8 encoder (1 thread, batch 1) vs Route over gRPC at concurrency 1."""
+    enc = OnnxEncoder(bundle / "encoder", threads=1)
+    bare, grpc_ = [], []
+    with RouterClient(target) as c:
+        for q in qs[:10]:
+            enc.encode([q])
+            c.route(q)
+        for q in qs:
+            t = time.perf_counter()
+            enc.encode([q])
+            bare.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            c.route(q)
+            grpc_.append(time.perf_counter() - t)
+    return {"bare_encoder": summary(bare), "grpc_route_c1": summary(grpc_),
+            "p50_ratio": statistics.median(grpc_) / statistics.median(bare)}
+
+
+def run(mode: Mode, workdir: Path) -> dict[str, Any]:
+    qs = queries(mode.n(200, 1000), seed=2)
+    sets = {"bundled": REPO / "routes"}
+    if not mode.quick:
+        sets["clinc15k"] = clinc_routes_file(workdir / "clinc_routes" / "routes.yaml").parent
+    levels = [1, 8, 32] if mode.quick else [1, 4, 8, 16, 32, 64]
+    total = mode.n(300, 3000)
+    out: dict[str, Any] = {}
+    for name, routes in sets.items():
+        bundle = workdir / f"grpc-{name}"
+        build(routes, bundle)
+        res: dict[str, Any] = {"levels": {}}
+        with ServerProcess(bundle) as on, ServerProcess(bundle, "--max-batch-size", "1") as off:
+            res["overhead"] = _overhead(bundle, on.target, qs[: mode.n(100, 500)])
+            for c in levels:
+                # alternate batching on/off at each level so load drift hits both alike
+                res["levels"][c] = {
+                    "batching_on": asyncio.run(_load(on.target, qs, c, total, 60)),
+                    "batching_off": asyncio.run(_load(off.target, qs, c, total, 60)),
+                }
+            res["rss_mb_after_load"] = {"batching_on": on.rss_mb(), "batching_off": off.rss_mb()}
+        base = res["levels"][1]["batching_off"]["throughput_rps"]
+        for r in res["levels"].values():
+            r["on_over_sequential"] = r["batching_on"]["throughput_rps"] / base
+        out[name] = res
+    return out
+
+
+def table(res: dict[str, Any]) -> str:
+    lines = []
+    for name, r in res.items():
+        o = r["overhead"]
+        lines.append(f"**{name}**: bare int8 encoder p50 {o['bare_encoder']['median_ms']:.2f} ms; Route over gRPC "
+                     f"(c=1) p50 {o['grpc_route_c1']['median_ms']:.2f} ms, p99 {o['grpc_route_c1']['p99_ms']:.2f} ms;"
+                     f" overhead ratio {o['p50_ratio']:.2f}x")
+        lines += ["", "| concurrency | batching | p50 ms | p99 ms | req/s | x sequential |",
+                  "|---|---|---|---|---|---|"]
+        for c, lv in r["levels"].items():
+            for k in ("batching_on", "batching_off"):
+                x = lv[k]
+                ratio = x["throughput_rps"] / r["levels"][1]["batching_off"]["throughput_rps"]
+                lines.append(f"| {c} | {k.split('_')[1]} | {x['median_ms']:.2f} | {x['p99_ms']:.2f} | "
+                             f"{x['throughput_rps']:.0f} | {ratio:.2f} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,82 @@
+"""A learned scorer fitted at build time from the route utterances: a softmax (multinomial logistic) head over
+the embeddings. Negative utterances train an extra "none of these routes" class, so they pull probability away
+from the routes they resemble.
+
+The decision score for route r combines the head's confidence with the nearest-neighbour score:
+    score_r = (1 - HEAD_WEIGHT) * knn_r + HEAD_WEIGHT * p_r
+so out-of-scope queries need both a close example and a confident head to clear a threshold. Fitting is plain
+numpy (full-batch gradient descent with Adam), deterministic, and takes seconds for 15,000 utterances.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+HEAD_WEIGHT = 0.5
+_EPOCHS = 300
+_LR = 0.05
+_L2 = 1e-4
+_SCALE = 20.0  # logits on unit vectors need a temperature; learned weights start from scaled centroids
+
+
+@dataclass(frozen=True)
+class LogisticHead:
+    weights: npt.NDArray[np.float32]  # (dim, n_routes [+1 for "none"])
+    bias: npt.NDArray[np.float32]
+    n_routes: int
+
+    def probabilities(self, vectors: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """(n, n_routes) probabilities of each route (the "none" class's share is left out)."""
+        z = vectors @ self.weights + self.bias
+        z -= z.max(1, keepdims=True)
+        e = np.exp(z)
+        p = e / e.sum(1, keepdims=True)
+        return p[:, : self.n_routes].astype(np.float32)  # type: ignore[no-any-return]
+
+    def save(self, path: str) -> None:
+        np.savez(path, weights=self.weights, bias=self.bias, n_routes=np.array(self.n_routes))
+
+    @classmethod
+    def load(cls, path: str) -> LogisticHead:
+        with np.load(path) as f:
+            return cls(f["weights"], f["bias"], int(f["n_routes"]))
+
+
+def fit_head(
+    vectors: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], n_routes: int, *, seed: int = 0
+) -> LogisticHead:
+    """labels: route index per row, or -1 for a negative utterance (the "none" class)."""
+    has_none = bool((labels < 0).any())
+    k = n_routes + (1 if has_none else 0)
+    y = np.where(labels < 0, n_routes, labels)
+    x = vectors.astype(np.float32)
+    n = x.shape[0]
+    onehot = np.zeros((n, k), np.float32)
+    onehot[np.arange(n), y] = 1
+    # start from scaled class centroids: already a good nearest-centroid classifier
+    counts = np.maximum(onehot.sum(0), 1)
+    w = (_SCALE * (x.T @ onehot) / counts).astype(np.float32)
+    b = np.zeros(k, np.float32)
+    # balance classes so routes with many utterances do not dominate
+    cw = (n / (k * counts)).astype(np.float32)[y][:, None]
+    mw, vw, mb, vb = (np.zeros_like(w), np.zeros_like(w), np.zeros_like(b), np.zeros_like(b))
+    b1, b2 = 0.9, 0.999
+    for step in range(1, _EPOCHS + 1):
+        z = x @ w + b
+        z -= z.max(1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(1, keepdims=True)
+        g = (p - onehot) * cw / n
+        gw = x.T @ g + _L2 * w
+        gb = g.sum(0)
+        mw = b1 * mw + (1 - b1) * gw
+        vw = b2 * vw + (1 - b2) * gw * gw
+        mb = b1 * mb + (1 - b1) * gb
+        vb = b2 * vb + (1 - b2) * gb * gb
+        corr = np.sqrt(1 - b2**step) / (1 - b1**step)
+        w -= _LR * corr * mw / (np.sqrt(vw) + 1e-8)
+        b -= _LR * corr * mb / (np.sqrt(vb) + 1e-8)
+    return LogisticHead(w.astype(np.float32), b.astype(np.float32), n_routes)

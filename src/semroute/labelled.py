@@ -1,0 +1,64 @@
+"""Labelled data for eval and calibrate: JSONL, one ``{"text": "...", "route": "billing"}`` per line, with
+``"route": null`` for a query that should go to the fallback model (out of scope).
+
+    >>> examples = load_labelled("val.jsonl", known_routes={"billing", "coding"})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import DataError
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    route: str | None  # None: should fall back
+
+
+@dataclass(frozen=True)
+class Labelled:
+    path: Path
+    examples: list[Example]
+    sha256: str
+
+
+def load_labelled(path: str | Path, *, known_routes: Collection[str] | None = None) -> Labelled:
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from e
+    examples = []
+    for n, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{n}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{where}: expected a JSON object like {{\"text\": ..., \"route\": ...}}")
+        extra = set(obj) - {"text", "route"}
+        if extra:
+            raise DataError(f"{where}: unknown key(s) {sorted(extra)}; only 'text' and 'route' are allowed")
+        text, route = obj.get("text"), obj.get("route", ...)
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{where}: 'text' must be a non-empty string")
+        if route is ...:
+            raise DataError(f"{where}: 'route' is missing; use null for out-of-scope queries")
+        if route is not None and not isinstance(route, str):
+            raise DataError(f"{where}: 'route' must be a route name or null, got {type(route).__name__}")
+        if route is not None and known_routes is not None and route not in known_routes:
+            raise DataError(f"{where}: route '{route}' is not in the bundle; known routes: "
+                            f"{', '.join(sorted(known_routes)[:10])}{', ...' if len(known_routes) > 10 else ''}")
+        examples.append(Example(text, route))
+    if not examples:
+        raise DataError(f"{path}: no examples (expected JSON lines)")
+    return Labelled(path, examples, hashlib.sha256(raw).hexdigest())

@@ -1,0 +1,117 @@
+"""Evaluation reports: Markdown with PNG plots (matplotlib, Agg backend; install semroute[eval])."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .errors import SemrouteError
+
+
+def _plt() -> Any:
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise SemrouteError("reports need matplotlib: pip install 'semroute[eval]'") from e
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_report(
+    out: Path, m: dict[str, Any], sweep_rows: Sequence[dict[str, Any]], *, title: str,
+    thresholds_note: str = "", current_threshold: float | None = None,
+) -> Path:
+    plt = _plt()
+    out.mkdir(parents=True, exist_ok=True)
+    t = [r["threshold"] for r in sweep_rows]
+
+    fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+    ax.plot(t, [r["accuracy"] for r in sweep_rows], label="accuracy (fallback as a class)", lw=2.2)
+    ax.plot(t, [r["in_scope_accuracy"] for r in sweep_rows], label="in-scope accuracy", lw=1.6)
+    ax.plot(t, [r["fallback_rate"] for r in sweep_rows], label="fallback rate", lw=1.6, ls="--")
+    ax.plot(t, [r["fallback_recall"] for r in sweep_rows], label="out-of-scope recall", lw=1.2, ls=":")
+    best = max(sweep_rows, key=lambda r: r["accuracy"])
+    ax.axvline(best["threshold"], color="grey", lw=0.8)
+    ax.annotate(f"best global {best['threshold']:.2f}\naccuracy {best['accuracy']:.1%}",
+                (best["threshold"], best["accuracy"]), xytext=(10, -40), textcoords="offset points", fontsize=8)
+    if current_threshold is not None:
+        ax.axvline(current_threshold, color="tab:red", lw=0.8, ls="--",
+                   label=f"bundle threshold {current_threshold:.2f}")
+    ax.set(xlabel="global threshold (route score)", ylabel="share of queries", ylim=(0, 1.02),
+           title="Accuracy and fallback against the threshold")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(out / "threshold_sweep.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=110)
+    pts = [(r["cost_ratio"], r["accuracy"], r["threshold"]) for r in sweep_rows if r["cost_ratio"] is not None]
+    if pts:
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", lw=1.5)
+        for c, a, th in pts[:: max(1, len(pts) // 8)]:
+            ax.annotate(f"t={th:.2f}", (c, a), fontsize=7, xytext=(4, -10), textcoords="offset points")
+        if "cost" in m:
+            ax.scatter([m["cost"]["ratio"]], [m["accuracy"]], color="tab:red", zorder=3, label="this bundle")
+            ax.legend(fontsize=8)
+    ax.set(xlabel="cost relative to sending everything to the fallback model", ylabel="accuracy",
+           title="Cost against quality (sweeping the threshold)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "cost_quality.png")
+    plt.close(fig)
+
+    # confusion heat map over the routes involved in the most frequent confusions
+    conf = m["top_confusions"][:15]
+    labels = sorted({c["truth"] for c in conf} | {c["predicted"] for c in conf})
+    fig, ax = plt.subplots(figsize=(max(5, 0.45 * len(labels) + 2), max(4, 0.4 * len(labels) + 1.5)), dpi=110)
+    if labels:
+        import numpy as np
+
+        idx = {lab: i for i, lab in enumerate(labels)}
+        grid = np.zeros((len(labels), len(labels)))
+        for c in conf:
+            grid[idx[c["truth"]], idx[c["predicted"]]] = c["count"]
+        im = ax.imshow(grid, cmap="Reds")
+        ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        for (i, j), v in np.ndenumerate(grid):
+            if v:
+                ax.text(j, i, int(v), ha="center", va="center", fontsize=7)
+        fig.colorbar(im, ax=ax, shrink=0.7)
+    ax.set(xlabel="decided", ylabel="expected", title="Most frequent confusions (errors only)")
+    fig.tight_layout()
+    fig.savefig(out / "confusions.png")
+    plt.close(fig)
+
+    lines = [
+        f"# {title}", "",
+        f"{m['n']} queries ({m['fallback_n']} out of scope). Bundle `{m.get('index_version', '?')}`. "
+        f"{thresholds_note}", "",
+        "| metric | value |", "|---|---|",
+        f"| accuracy (fallback as a class) | {m['accuracy']:.1%} |",
+        f"| in-scope accuracy | {m['in_scope_accuracy']:.1%} |",
+        f"| fallback precision | {m['fallback_precision']:.1%} |",
+        f"| fallback recall | {m['fallback_recall']:.1%} |",
+        f"| fallback rate | {m['fallback_rate']:.1%} |",
+    ]
+    if "cost" in m:
+        lines.append(f"| cost vs all-fallback | {m['cost']['ratio']:.1%} ({m['cost']['assumption']}) |")
+    if "latency" in m:
+        lines.append(f"| decision latency (batch 1) | median {m['latency']['median_ms']:.2f} ms, "
+                     f"p99 {m['latency']['p99_ms']:.2f} ms |")
+    lines += ["", "![threshold sweep](threshold_sweep.png)", "", "![cost and quality](cost_quality.png)", "",
+              "![confusions](confusions.png)", "", "## Top confusions", "", "| expected | decided | count |",
+              "|---|---|---|"]
+    lines += [f"| {c['truth']} | {c['predicted']} | {c['count']} |" for c in m["top_confusions"][:15]]
+    worst = sorted(m["per_route"].items(), key=lambda kv: kv[1]["f1"])[:10]
+    lines += ["", "## Weakest routes (F1)", "", "| route | precision | recall | F1 | support |",
+              "|---|---|---|---|---|"]
+    lines += [f"| {r} | {v['precision']:.2f} | {v['recall']:.2f} | {v['f1']:.2f} | {v['support']} |" for r, v in worst]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    (out / "metrics.json").write_text(json.dumps(m, indent=1) + "\n")
+    return out / "report.md"

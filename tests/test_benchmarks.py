@@ -1,0 +1,50 @@
+"""The benchmark harness's quick mode produces complete, well-formed results (timings are not asserted)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from benchmarks.__main__ import main
+
+
+@pytest.mark.usefixtures("encoder_dir")
+def test_quick_mode_writes_complete_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SEMROUTE_PEER_PYTHON", str(tmp_path / "no-peer-here"))
+    assert main(["--quick", "--suites", "encoder,grpc,startup,peer", "--out", str(tmp_path)]) == 0
+    res = json.loads((tmp_path / "quick.json").read_text())
+    md = (tmp_path / "quick.md").read_text()
+    assert res["machine"]["cores"] and res["machine"]["libraries"]["onnxruntime"]
+    enc = res["suites"]["encoder"]
+    assert {r["encoder"] for r in enc["rows"]} >= {"tokenize", "int8_onnx", "fp32_onnx"}
+    for r in enc["rows"]:
+        assert r["n"] > 0 and all(math.isfinite(r[k]) and r[k] > 0 for k in ("median_ms", "p90_ms", "p99_ms"))
+        assert r["min_ms"] <= r["median_ms"] <= r["p99_ms"] <= r["max_ms"]
+    assert enc["int8_vs_fp32"] and all(x["int8_over_fp32"] > 0 for x in enc["int8_vs_fp32"])
+    g = res["suites"]["grpc"]["bundled"]
+    assert g["overhead"]["p50_ratio"] > 0
+    for level in g["levels"].values():
+        for k in ("batching_on", "batching_off"):
+            assert level[k]["errors"] == 0 and level[k]["throughput_rps"] > 0
+    s = res["suites"]["startup"]["bundled"]
+    assert s["start_to_serving_s"] > 0 and s["rss_mb"] > 0 and s["bundle_mb"] > 0
+    assert "skipped" in res["suites"]["peer"]  # no peer environment in CI: recorded, not silently dropped
+    for title in ("## Encoder", "## End to end over gRPC", "## Start-up and footprint", "## Side by side"):
+        assert title in md
+
+
+def test_index_scale_quick(tmp_path: Path) -> None:
+    from benchmarks import index_scale
+    from benchmarks._common import Mode
+
+    res = index_scale.run(Mode(quick=True))
+    rows = res["rows"]
+    assert {r["vectors"] for r in rows} == {1_000, 10_000, 50_000}
+    for r in rows:
+        assert 0.0 <= r["recall_at_10"] <= 1.0
+        if r["factory"] == "Flat":
+            assert r["recall_at_10"] == 1.0  # exact search is its own ground truth
+    assert "| 50,000 | HNSW32,Flat |" in index_scale.table(res)
