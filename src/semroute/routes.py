@@ -60,7 +60,8 @@ class Defaults(_Strict):
     aggregation: Aggregation = "mean_topk"
     top_k: Annotated[int, Field(ge=1, le=50)] = 3
     neighbours: Annotated[int, Field(ge=1, le=1000)] = 32
-    scorer: ScorerKind = "knn"
+    # measured on CLINC150 val (benchmarks/clinc150.py): logistic head + kNN 93.4% vs kNN alone 89.4%
+    scorer: ScorerKind = "logistic"
 
     @field_validator("threshold", mode="before")
     @classmethod
