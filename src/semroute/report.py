@@ -36,7 +36,7 @@ def write_report(
     ax.plot(t, [r["fallback_recall"] for r in sweep_rows], label="out-of-scope recall", lw=1.2, ls=":")
     best = max(sweep_rows, key=lambda r: r["accuracy"])
     ax.axvline(best["threshold"], color="grey", lw=0.8)
-    ax.annotate(f"best global {best['threshold']:.2f}\naccuracy {best['accuracy']:.1%}",
+    ax.annotate(f"best in hindsight on this data: {best['threshold']:.2f}\naccuracy {best['accuracy']:.1%}",
                 (best["threshold"], best["accuracy"]), xytext=(10, -40), textcoords="offset points", fontsize=8)
     if current_threshold is not None:
         ax.axvline(current_threshold, color="tab:red", lw=0.8, ls="--",

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 
 from ..errors import OverloadedError, UnavailableError
+from ..index import set_threads
 from ..router import Router
 from ..scoring import Decision
 
@@ -51,7 +52,10 @@ class MicroBatcher:
         self.max_queue = max_queue
         self._on_batch = on_batch
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="semroute-encoder")
+        # OpenMP settings are per thread: FAISS in this worker would otherwise use every core and spin
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="semroute-encoder", initializer=set_threads, initargs=(1,)
+        )
         self._task: asyncio.Task[None] | None = None
         self._closed = False
 
