@@ -25,10 +25,11 @@ from .grpc_e2e import ServerProcess
 
 
 def _peer_python() -> str | None:
-    for p in (os.environ.get("SEMROUTE_PEER_PYTHON"), str(REPO / ".peer-venv" / "bin" / "python")):
-        if p and Path(p).is_file():
-            return p
-    return None
+    # An explicit SEMROUTE_PEER_PYTHON wins, even when it points nowhere: then the suite is skipped, not silently
+    # run with some other environment that happens to sit in the checkout.
+    env = os.environ.get("SEMROUTE_PEER_PYTHON")
+    p = env if env is not None else str(REPO / ".peer-venv" / "bin" / "python")
+    return p if p and Path(p).is_file() else None
 
 
 def _peer(py: str, routes_dir: Path, qs: list[str]) -> dict[str, Any]:
