@@ -3,7 +3,8 @@
     python -m benchmarks.clinc150 [--out benchmarks/results/clinc150]
 
 (a) nearest neighbours with one global threshold (fitted on val), (b) per-route thresholds calibrated on val,
-(c) the learned scorer (logistic head + nearest neighbours) with its threshold fitted on val. Settings (aggregation,
+(c) the learned scorer (logistic head + nearest neighbours) with its threshold fitted on val, and each with the
+confidence model that calibrate fits on val (score, margin, kNN, head, nearest similarity). Settings (aggregation,
 top_k, scorer) are chosen on val. Writes results.json, results.md and the report PNGs for the chosen bundle.
 """
 
@@ -84,7 +85,7 @@ def run(out: Path) -> dict[str, Any]:
             router = Router.load(bdir)
             val = load_labelled(val_p).examples
             scored_val = score_examples(router, val)
-            cal_global = calibrate(scored_val, router.bundle.table.names, prior=1e9)
+            cal_global = calibrate(scored_val, router.bundle.table.names, prior=1e9, confidence=False)
             val_acc = metrics([s.truth for s in scored_val], decide_at(scored_val, cal_global.global_threshold))
             row = {**cand, "val_accuracy": val_acc["accuracy"], "val_threshold": cal_global.global_threshold,
                    "build_s": build_s}
@@ -97,29 +98,35 @@ def run(out: Path) -> dict[str, Any]:
         table = []
         variants = []
         for share in (None, OOS_SHARE):
-            variants += [("(a) nearest neighbours, one global threshold", "knn", False, share),
-                         ("(b) nearest neighbours, per-route thresholds", "knn", True, share),
-                         ("(c) learned scorer (logistic head + kNN), one global threshold", "logistic", False, share),
-                         ("(d) learned scorer, per-route thresholds", "logistic", True, share)]
-        for label, kind, per_route, share in variants:
+            variants += [("(a) nearest neighbours, one global threshold", "knn", False, share, False),
+                         ("(b) nearest neighbours, per-route thresholds", "knn", True, share, False),
+                         ("(c) learned scorer (logistic head + kNN), one global threshold", "logistic", False, share,
+                          False),
+                         ("(d) learned scorer, per-route thresholds", "logistic", True, share, False),
+                         ("(e) nearest neighbours + confidence model, per-route thresholds", "knn", True, share,
+                          True),
+                         ("(f) learned scorer + confidence model, per-route thresholds", "logistic", True, share,
+                          True)]
+        for label, kind, per_route, share, use_conf in variants:
             b = best[kind]
             router = Router.load(b["bundle"])
             cal = calibrate(b["scored_val"], router.bundle.table.names, prior=20.0 if per_route else 1e9,
-                            oos_share=share)
-            cal_dir = Path(tmp) / f"cal-{kind}-{per_route}-{share}"
-            derive_bundle(b["bundle"], cal_dir, thresholds=cal.thresholds, calibration=cal.to_dict())
+                            oos_share=share, confidence=use_conf)
+            cal_dir = Path(tmp) / f"cal-{kind}-{per_route}-{share}-{use_conf}"
+            derive_bundle(b["bundle"], cal_dir, thresholds=cal.thresholds, calibration=cal.to_dict(),
+                          confidence=cal.confidence)
             crouter = Router.load(cal_dir)
             scored_test = score_examples(crouter, test)
             th = dict(zip(crouter.bundle.table.names, crouter.bundle.table.thresholds.tolist(), strict=True))
             m = metrics([s.truth for s in scored_test], decide_at(scored_test, th), **cost_inputs(crouter))
             m["latency"] = latency(scored_test)
             m["index_version"] = crouter.version
-            table.append({"variant": label, "oos_share": share, "settings": b["row"],
+            table.append({"variant": label, "oos_share": share, "settings": b["row"], "confidence": cal.details,
                           "global_threshold": cal.global_threshold,
                           **{k: m[k] for k in KEYS}, "latency_median_ms": m["latency"]["median_ms"],
                           "latency_p99_ms": m["latency"]["p99_ms"]})
             print(json.dumps(table[-1]), file=sys.stderr, flush=True)
-            if per_route and share == OOS_SHARE and kind == max(best, key=lambda k: best[k]["row"]["val_accuracy"]):
+            if use_conf and share == OOS_SHARE and kind == max(best, key=lambda k: best[k]["row"]["val_accuracy"]):
                 write_report(out / "report", m, sweep(scored_test, **cost_inputs(crouter)),
                              title=f"CLINC150 test: {label}",
                              thresholds_note="Thresholds fitted on val only.")

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -154,3 +155,61 @@ def test_calibration_shrinks_routes_with_little_evidence() -> None:
     assert abs(cal.thresholds["b"] - cal.global_threshold) < abs(0.4 - cal.global_threshold) + 1e-9
     assert cal.evidence == {"a": 100, "b": 2}
     assert decide_at(scored, cal.thresholds)[0] == "a"
+
+
+def test_confidence_model_combines_signals() -> None:
+    from semroute.confidence import SIGNALS, ConfidenceModel, fit_confidence
+
+    # right answers need BOTH a high score and a clear margin: no threshold on the score alone separates them
+    rng = np.random.default_rng(0)
+    n = 2000
+    x = rng.uniform(0, 1, (n, len(SIGNALS)))
+    correct = (x[:, 0] > 0.5) & (x[:, 1] > 0.3)
+    model = fit_confidence(x, correct)
+    acc = ((model.confidence(x) >= 0.5) == correct).mean()
+    best_single = max(((x[:, 0] >= t) == correct).mean() for t in np.linspace(0, 1, 101))
+    assert acc > 0.9 and acc > best_single + 0.05
+    again = ConfidenceModel.from_dict(json.loads(json.dumps(model.to_dict())))
+    assert np.allclose(again.confidence(x[:10]), model.confidence(x[:10]))
+    with pytest.raises(ValueError):
+        ConfidenceModel.from_dict({**model.to_dict(), "signals": ["score"]})
+
+
+def test_calibrate_fits_confidence_only_with_enough_evidence() -> None:
+    sig_ok, sig_bad = (0.8, 0.3, 0.8, 0.8, 0.85, 0.0), (0.5, 0.02, 0.5, 0.4, 0.55, 0.1)
+    ok = [ScoredExample("q", "a", "a", 0.8, False, 0.001, sig_ok)] * 30
+    bad = [ScoredExample("q", None, "a", 0.5, False, 0.001, sig_bad)] * 30
+    cal = calibrate(ok + bad, ["a"])
+    assert cal.confidence is not None and "fitted on 60" in cal.details["confidence"]
+    assert cal.to_dict()["confidence_model"]["signals"][0] == "score"
+    thin = calibrate(ok[:5] + bad[:5], ["a"])
+    assert thin.confidence is None and thin.details["confidence"].startswith("skipped")
+    assert calibrate(ok + bad, ["a"], confidence=False).confidence is None
+
+
+def test_calibrated_confidence_end_to_end(small_clinc: dict[str, Path], tmp_path: Path) -> None:
+    from semroute.bundle import load_bundle
+    from semroute.errors import BundleError
+
+    out = tmp_path / "conf"
+    r = cli("calibrate", "--index", str(small_clinc["bundle"]), "--data", str(small_clinc["val"]), "--out", str(out),
+            "--oos-share", "0.2")
+    assert r.returncode == 0, r.stderr
+    assert "confidence model fitted" in r.stdout
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert "confidence.json" in manifest["files"] and manifest["calibration"]["confidence_model"]
+    assert load_bundle(out).confidence is not None
+    r = cli("route", "--index", str(out), "--json", "how much money is in my checking account",
+            "what is the airspeed velocity of an unladen swallow")
+    assert r.returncode == 0, r.stderr
+    inscope, oos = (json.loads(line) for line in r.stdout.splitlines())
+    assert inscope["route"] == "balance" and 0.5 < inscope["score"] <= 1.0  # a probability now
+    assert 0.0 <= oos["score"] < inscope["score"]
+    # recalibrating without the model drops it: thresholds fitted on raw scores must not meet a stale model
+    r = cli("calibrate", "--index", str(out), "--data", str(small_clinc["val"]), "--out", str(tmp_path / "raw"),
+            "--no-confidence")
+    assert r.returncode == 0, r.stderr
+    assert load_bundle(tmp_path / "raw").confidence is None
+    (out / "confidence.json").write_text("{}")
+    with pytest.raises(BundleError, match=r"confidence\.json"):
+        load_bundle(out)

@@ -9,6 +9,8 @@ A bundle is a self-contained directory, built once and never edited in place:
       index.faiss       utterance embeddings (row i = routes.json "utterances"[i])
       embeddings.npy    the same vectors, so rebuilds and calibration never re-embed unchanged utterances
       routes.json       fallback, models, defaults, routes (thresholds), utterances -> route
+      head.npz          the learned scorer's weights (scorer: logistic)
+      confidence.json   the confidence model fitted by calibrate (when it fitted one)
 
     >>> b = load_bundle("bundle/")
     >>> b.version, b.manifest["counts"]
@@ -31,6 +33,7 @@ import numpy.typing as npt
 
 from . import __version__
 from ._fs import replace_dir, temp_dir_beside
+from .confidence import ConfidenceModel
 from .encoder import META_FILE, MODEL_FILE, TOKENIZER_FILE, Encoder, file_sha256, fingerprint_dir
 from .errors import BundleError
 from .heads import LogisticHead, fit_head
@@ -44,6 +47,7 @@ ROUTES = "routes.json"
 INDEX = "index.faiss"
 EMBEDDINGS = "embeddings.npy"
 HEAD = "head.npz"
+CONFIDENCE = "confidence.json"
 ENCODER_DIR = "encoder"
 _HASHED = (ROUTES, INDEX, EMBEDDINGS)
 
@@ -61,6 +65,7 @@ class Bundle:
     defaults: Defaults
     models: dict[str, ModelSpec]
     head: LogisticHead | None = None
+    confidence: ConfidenceModel | None = None
 
     @property
     def version(self) -> str:
@@ -262,6 +267,12 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         raise BundleError(f"{path}: cannot read the route table or embeddings ({e}); rebuild it") from e
     index = VectorIndex.load(path / INDEX, manifest.get("settings", {}).get("index_factory", "?"))
     head = LogisticHead.load(str(path / HEAD)) if HEAD in manifest.get("files", {}) else None
+    confidence = None
+    if CONFIDENCE in manifest.get("files", {}):
+        try:
+            confidence = ConfidenceModel.from_dict(json.loads((path / CONFIDENCE).read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise BundleError(f"{path}: cannot read {CONFIDENCE} ({e}); calibrate or rebuild the bundle") from e
     rows = routes["utterances"]
     if index.ntotal != len(rows) or len(embeddings) != len(rows):
         raise BundleError(
@@ -284,6 +295,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         defaults=defaults,
         models=models,
         head=head,
+        confidence=confidence,
     )
 
 
@@ -304,10 +316,17 @@ def make_table(routes: dict[str, Any], thresholds: dict[str, float] | None = Non
 
 
 def derive_bundle(
-    src: str | Path, out: str | Path, *, thresholds: dict[str, float], calibration: dict[str, Any]
+    src: str | Path,
+    out: str | Path,
+    *,
+    thresholds: dict[str, float],
+    calibration: dict[str, Any],
+    confidence: ConfidenceModel | None = None,
 ) -> Bundle:
-    """Write a new bundle version at ``out``: ``src`` with new thresholds and the calibration recorded in its
-    manifest (``parent`` = the source version). ``src`` is never modified; the write is atomic."""
+    """Write a new bundle version at ``out``: ``src`` with new thresholds (and the confidence model they apply to,
+    if any) and the calibration recorded in its manifest (``parent`` = the source version). ``src`` is never
+    modified; the write is atomic. A source's confidence model is dropped when none is given: the new thresholds
+    were fitted on raw scores."""
     src, out = Path(src), Path(out)
     if src.resolve() == out.resolve():
         raise BundleError(f"{out}: calibration writes a new bundle; choose an --out other than the source")
@@ -320,10 +339,15 @@ def derive_bundle(
             if r["name"] in thresholds:
                 r["threshold"] = float(thresholds[r["name"]])
         (tmp / ROUTES).write_text(json.dumps(routes, indent=1, ensure_ascii=False) + "\n")
+        names = [n for n in source.manifest["files"] if n != CONFIDENCE]
+        (tmp / CONFIDENCE).unlink(missing_ok=True)
+        if confidence is not None:
+            (tmp / CONFIDENCE).write_text(json.dumps(confidence.to_dict(), indent=1) + "\n")
+            names.append(CONFIDENCE)
         manifest = dict(source.manifest)
         content = hashlib.sha256(manifest["encoder"]["fingerprint"].encode())
         files = {}
-        for name in source.manifest["files"]:
+        for name in names:
             files[name] = file_sha256(tmp / name)
             content.update(files[name].encode())
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())

@@ -8,16 +8,22 @@ Objectives:
 Overfitting guard: a route's own optimum is shrunk towards the best global threshold in proportion to how
 little evidence it has: t_r = (n_r * t_r_hat + prior * t_global) / (n_r + prior), where n_r is the number of
 validation queries whose best route is r. A route with no validation queries keeps t_global.
+
+Confidence model (on by default, see confidence.py): first fit the probability that the best route is right from
+several signals (score, margin, kNN, head, nearest similarity, "none" probability), on the same weighted
+validation data; thresholds are then fitted on that probability. Skipped, and recorded as such, when the data
+are too few (under MIN_EXAMPLES queries or MIN_CLASS of either outcome).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 import numpy as np
 
+from .confidence import MIN_CLASS, MIN_EXAMPLES, SIGNALS, ConfidenceModel, fit_confidence
 from .errors import DataError
 from .evaluation import ScoredExample
 
@@ -35,12 +41,14 @@ class Calibration:
     oos_share: float | None
     target: float | None
     details: dict[str, Any] = field(default_factory=dict)
+    confidence: ConfidenceModel | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "objective": self.objective, "global_threshold": self.global_threshold, "thresholds": self.thresholds,
             "evidence": self.evidence, "shrinkage_prior": self.prior, "oos_share": self.oos_share,
             "target": self.target, **self.details,
+            "confidence_model": self.confidence.to_dict() if self.confidence is not None else None,
         }
 
 
@@ -65,10 +73,15 @@ def calibrate(
     oos_share: float | None = None,
     target: float | None = None,
     prior: float = 20.0,
+    confidence: bool = True,
 ) -> Calibration:
     if not scored:
         raise DataError("no validation examples")
     w = _weights(scored, oos_share)
+    model, why = _fit_confidence(scored, w) if confidence else (None, "not requested")
+    if model is not None:
+        conf = model.confidence([s.signals for s in scored])
+        scored = [replace(s, score=float(c)) if s.signals else s for s, c in zip(scored, conf, strict=True)]
     score = np.array([s.score for s in scored])
     best = np.array([s.best or "" for s in scored])
     vetoed = np.array([s.vetoed for s in scored])
@@ -117,4 +130,17 @@ def calibrate(
             ok = np.flatnonzero(prec_at(GRID, mask) >= target)
             own = float(GRID[ok[0]]) if len(ok) else 1.0
         thresholds[r] = round((n_r * own + prior * global_t) / (n_r + prior), 4)
-    return Calibration(objective, global_t, thresholds, evidence, prior, oos_share, target)
+    return Calibration(objective, global_t, thresholds, evidence, prior, oos_share, target,
+                       details={"confidence": why}, confidence=model)
+
+
+def _fit_confidence(scored: Sequence[ScoredExample], w: np.ndarray) -> tuple[ConfidenceModel | None, str]:
+    usable = np.array([len(s.signals) == len(SIGNALS) for s in scored])
+    correct = np.array([s.truth is not None and s.best == s.truth and not s.vetoed for s in scored])
+    n_ok, n_bad = int((correct & usable).sum()), int((~correct & usable).sum())
+    if usable.sum() < MIN_EXAMPLES or min(n_ok, n_bad) < MIN_CLASS:
+        return None, (f"skipped: {n_ok} right and {n_bad} wrong best routes; a confidence model needs "
+                      f"{MIN_EXAMPLES}+ queries and {MIN_CLASS}+ of each (add out-of-scope examples)")
+    signals = np.array([s.signals for s, u in zip(scored, usable, strict=True) if u])
+    model = fit_confidence(signals, correct[usable], w[usable])
+    return model, f"fitted on {int(usable.sum())} queries ({n_bad} whose best route was wrong or out of scope)"

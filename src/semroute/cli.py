@@ -215,9 +215,11 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) ->
               help="Expected share of out-of-scope traffic (reweights the validation set).")
 @click.option("--prior", type=click.FloatRange(min=0), default=20.0, show_default=True,
               help="Shrinkage towards the global threshold, in validation examples.")
+@click.option("--confidence/--no-confidence", default=True, show_default=True,
+              help="Fit a confidence model (score, margin, kNN, head, nearest similarity) and threshold it.")
 @_errors
 def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: float | None, oos_share: float | None,
-              prior: float) -> None:
+              prior: float, confidence: bool) -> None:
     """Fit per-route thresholds on validation data and write them as a new bundle version."""
     from .bundle import derive_bundle
     from .calibration import calibrate as fit
@@ -229,12 +231,13 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
     labelled = load_labelled(data, known_routes=router.bundle.table.names)
     scored = score_examples(router, labelled.examples)
     cal = fit(scored, router.bundle.table.names, objective=objective,  # type: ignore[arg-type]
-              oos_share=oos_share, target=target, prior=prior)
+              oos_share=oos_share, target=target, prior=prior, confidence=confidence)
     record = {**cal.to_dict(), "data": {"path": str(data), "sha256": labelled.sha256, "n": len(scored)}}
-    new = derive_bundle(index_dir, out, thresholds=cal.thresholds, calibration=record)
+    new = derive_bundle(index_dir, out, thresholds=cal.thresholds, calibration=record, confidence=cal.confidence)
     ths = list(cal.thresholds.values())
     click.echo(f"wrote {out} (version {new.version}, parent {router.version}): objective {objective}, "
-               f"global threshold {cal.global_threshold:.3f}, per-route {min(ths):.3f}..{max(ths):.3f}")
+               f"global threshold {cal.global_threshold:.3f}, per-route {min(ths):.3f}..{max(ths):.3f}; "
+               f"confidence model {cal.details['confidence']}")
 
 
 @main.command()

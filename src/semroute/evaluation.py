@@ -36,6 +36,7 @@ class ScoredExample:
     score: float
     vetoed: bool
     latency_s: float
+    signals: tuple[float, ...] = ()  # what a confidence model reads (confidence.SIGNALS)
 
 
 def score_examples(router: Router, examples: Sequence[Example]) -> list[ScoredExample]:
@@ -45,7 +46,9 @@ def score_examples(router: Router, examples: Sequence[Example]) -> list[ScoredEx
         d = router.route(ex.text, top_scores=1, top_neighbours=0)
         lat = time.perf_counter() - t
         best = d.scores[0].route if d.scores else None
-        out.append(ScoredExample(ex.text, ex.route, best, d.score, d.reason == Reason.NEGATIVE_MATCH, lat))
+        out.append(
+            ScoredExample(ex.text, ex.route, best, d.score, d.reason == Reason.NEGATIVE_MATCH, lat, d.signals)
+        )
     return out
 
 

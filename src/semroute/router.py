@@ -12,6 +12,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from .bundle import Bundle, load_bundle
 from .encoder import Encoder, OnnxEncoder
 from .errors import BundleError, RequestError
@@ -73,6 +76,7 @@ class Router:
         table = self.bundle.table
         head = self.bundle.head
         probs = head.probabilities(enc.vectors) if head is not None else None
+        confidence = self.bundle.confidence
         out = []
         for q in range(len(texts)):
             t1 = time.perf_counter_ns()
@@ -80,8 +84,10 @@ class Router:
             scores, pos_max, neg_max = route_scores(
                 table, sims, ids, self._defaults.aggregation, self._defaults.top_k
             )
+            knn = scores
             if probs is not None:  # the learned scorer: blend the head's confidence into the kNN score
-                scores = (1 - HEAD_WEIGHT) * scores + HEAD_WEIGHT * probs[q]
+                scores = (1 - HEAD_WEIGHT) * knn + HEAD_WEIGHT * probs[q]
+            signals = _signals(scores, knn, probs[q] if probs is not None else None, sims, ids)
             neighbours = [
                 Neighbour(
                     text=table.row_text[int(i)],
@@ -95,6 +101,7 @@ class Router:
             d = decide(
                 table, scores, neg_max, pos_max,
                 index_version=self.version, neighbours=neighbours, top_scores=top_scores,
+                confidence=float(confidence.confidence(signals)[0]) if confidence is not None and signals else None,
             )
             score_ns = time.perf_counter_ns() - t1
             # batch timings are shared: each query is charged its share of the batch's tokenize/encode time
@@ -104,14 +111,33 @@ class Router:
                 search_ns=search_ns,
                 score_ns=score_ns,
             )
-            out.append(_with(d, enc.truncated[q], enc.n_tokens[q], timings))
+            out.append(_with(d, enc.truncated[q], enc.n_tokens[q], timings, signals))
         return out
 
 
-def _with(d: Decision, truncated: bool, n_tokens: int, timings: Timings) -> Decision:
+def _signals(
+    scores: npt.NDArray[np.float64],
+    knn: npt.NDArray[np.float64],
+    probs: npt.NDArray[np.float32] | None,
+    sims: npt.NDArray[np.float32],
+    ids: npt.NDArray[np.int64],
+) -> tuple[float, ...]:
+    """What the confidence model reads (confidence.SIGNALS, in order); () when no route had a hit."""
+    if not np.isfinite(scores).any():
+        return ()
+    order = np.argsort(-scores, kind="stable")
+    best = int(order[0])
+    runner_up = float(scores[order[1]]) if len(order) > 1 and np.isfinite(scores[order[1]]) else 0.0
+    head = float(probs[best]) if probs is not None else float(knn[best])
+    none = max(0.0, 1.0 - float(probs.sum())) if probs is not None else 0.0
+    nearest = float(sims[ids >= 0][0]) if (ids >= 0).any() else 0.0
+    return (float(scores[best]), float(scores[best]) - runner_up, float(knn[best]), head, nearest, none)
+
+
+def _with(d: Decision, truncated: bool, n_tokens: int, timings: Timings, signals: tuple[float, ...]) -> Decision:
     from dataclasses import replace
 
-    return replace(d, truncated=truncated, n_tokens=n_tokens, timings=timings)
+    return replace(d, truncated=truncated, n_tokens=n_tokens, timings=timings, signals=signals)
 
 
 __all__ = ["Router"]

@@ -71,6 +71,8 @@ class Decision:
     truncated: bool = False
     n_tokens: int = 0
     timings: Timings = field(default_factory=Timings)
+    # what a confidence model reads (confidence.SIGNALS); kept for calibration, not sent to clients
+    signals: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -163,8 +165,12 @@ def decide(
     index_version: str,
     neighbours: list[Neighbour],
     top_scores: int = 5,
+    confidence: float | None = None,
 ) -> Decision:
-    """Pick the best route; fall back when it is below its threshold or vetoed by a negative example."""
+    """Pick the best route; fall back when it is below its threshold or vetoed by a negative example.
+
+    With ``confidence`` (a calibrated confidence model's probability that the best route is right), the threshold
+    applies to it and it is the decision's score; the margin stays in raw route-score units."""
     order = np.argsort(-scores, kind="stable")
     best = int(order[0])
     best_score = float(scores[best])
@@ -177,6 +183,8 @@ def decide(
         return Decision(None, table.fallback_model, 0.0, None, True, Reason.NO_MATCH, 0.0, **common)
     threshold = float(table.thresholds[best])
     margin = best_score - runner_up
+    if confidence is not None:
+        best_score = confidence
     if neg_max[best] > pos_max[best]:
         return Decision(
             None, table.fallback_model, best_score, threshold, True, Reason.NEGATIVE_MATCH, margin, **common
