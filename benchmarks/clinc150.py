@@ -1,4 +1,5 @@
-"""CLINC150 end to end: route files from train, calibrate on val, report on test (never fit on test).
+"""CLINC150 end to end: route files from train (150 intents; its 100 out-of-scope queries as fallback examples),
+calibrate on val, report on test (never fit on test).
 
     python -m benchmarks.clinc150 [--out benchmarks/results/clinc150]
 
@@ -44,7 +45,8 @@ def write_data(work: Path, settings: dict[str, Any]) -> tuple[Path, Path, Path]:
     by: dict[str, list[str]] = collections.defaultdict(list)
     for t, i in data["train"]:
         by[i].append(t)
-    doc = {"version": 1, "fallback": {"model": "frontier"},
+    # the train split's 100 out-of-scope queries are fallback examples (train data, never val or test)
+    doc = {"version": 1, "fallback": {"model": "frontier", "utterances": [t for t, _ in data["oos_train"]]},
            "models": {"frontier": {"cost_per_1k_input": 2.5, "cost_per_1k_output": 10.0},
                       "small": {"cost_per_1k_input": 0.15, "cost_per_1k_output": 0.6}},
            "defaults": settings,

@@ -136,3 +136,27 @@ def test_missing_bundle_says_how_to_build(tmp_path: Path) -> None:
     with pytest.raises(BundleError, match="build-index"):
         load_bundle(tmp_path / "nope")
     shutil.rmtree(tmp_path)
+
+
+@pytest.mark.parametrize("scorer", ["knn", "logistic"])
+def test_fallback_utterances_veto_and_train_the_head(scorer: str, enc: OnnxEncoder, encoder_dir: Path,
+                                                     tmp_path: Path) -> None:
+    plain = ROUTES.replace("defaults: {threshold: 0.4}", f"defaults: {{threshold: 0.0, scorer: {scorer}}}")
+    text = plain.replace("fallback: {model: big}", "fallback:\n  model: big\n  utterances: "
+                         "[what is the weather in Paris tomorrow, tell me a joke about penguins]")
+    (tmp_path / "routes.yaml").write_text(text)
+    (tmp_path / "plain.yaml").write_text(plain)
+    rs = load_routes([tmp_path / "routes.yaml"])
+    assert rs.fallback_utterances == ("what is the weather in Paris tomorrow", "tell me a joke about penguins")
+    out, _ = build_bundle(rs, enc, encoder_dir, tmp_path / "b")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["counts"]["fallback_utterances"] == 2 and manifest["counts"]["negative_utterances"] == 1
+    router = Router.load(out)
+    query = "what will the weather be in Paris tomorrow?"
+    d = router.route(query, top_neighbours=1)
+    assert d.fallback and d.reason.value == "negative_match" and d.model == "big"
+    assert d.neighbours[0].route == "" and d.neighbours[0].negative
+    assert router.route("I was charged twice this month, refund me").route == "billing"
+    # without the fallback examples, the same routes (threshold 0) would have routed the weather query
+    plain_out, _ = build_bundle(load_routes([tmp_path / "plain.yaml"]), enc, encoder_dir, tmp_path / "plain")
+    assert Router.load(plain_out).route(query).reason.value == "matched"

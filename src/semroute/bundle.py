@@ -81,6 +81,8 @@ def _utterance_rows(rs: RouteSet) -> list[dict[str, Any]]:
     for r in rs.routes:
         rows += [{"text": u, "route": r.name, "negative": False} for u in r.utterances]
         rows += [{"text": u, "route": r.name, "negative": True} for u in r.negative_utterances]
+    # out-of-scope examples belong to no route ("route": null); they veto and train the head's "none" class
+    rows += [{"text": u, "route": None, "negative": True} for u in rs.fallback_utterances]
     return rows
 
 
@@ -206,7 +208,8 @@ def build_bundle(
             "counts": {
                 "routes": len(routeset.routes),
                 "utterances": sum(not r["negative"] for r in rows),
-                "negative_utterances": sum(bool(r["negative"]) for r in rows),
+                "negative_utterances": sum(bool(r["negative"]) and r["route"] is not None for r in rows),
+                "fallback_utterances": sum(r["route"] is None for r in rows),
                 "vectors": len(rows),
                 "embedded": len(todo),
                 "reused": len(rows) - len(todo),
@@ -307,7 +310,7 @@ def make_table(routes: dict[str, Any], thresholds: dict[str, float] | None = Non
         names=names,
         models=[r["model"] for r in routes["routes"]],
         thresholds=np.array([th.get(r["name"], r["threshold"]) for r in routes["routes"]], dtype=np.float64),
-        row_route=np.array([pos[u["route"]] for u in routes["utterances"]], dtype=np.int64),
+        row_route=np.array([pos.get(u["route"], -1) for u in routes["utterances"]], dtype=np.int64),  # -1: fallback
         row_negative=np.array([u["negative"] for u in routes["utterances"]], dtype=bool),
         row_text=[u["text"] for u in routes["utterances"]],
         fallback_model=routes["fallback_model"],

@@ -116,7 +116,7 @@ def build_index(
     rs = load_routes(routes)  # validate before any expensive work
     enc_dir = _resolve_encoder(encoder, model)
     enc = OnnxEncoder(enc_dir, threads=threads)
-    total = sum(len(r.utterances) + len(r.negative_utterances) for r in rs.routes)
+    total = sum(len(r.utterances) + len(r.negative_utterances) for r in rs.routes) + len(rs.fallback_utterances)
     with tqdm(total=total, unit="utt", desc="embedding", disable=not sys.stderr.isatty(), leave=False) as bar:
         path, stats = build_bundle(rs, enc, enc_dir, out, factory=index_factory, progress=bar.update)
     click.echo(

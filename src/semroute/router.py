@@ -19,7 +19,7 @@ from .bundle import Bundle, load_bundle
 from .encoder import Encoder, OnnxEncoder
 from .errors import BundleError, RequestError
 from .heads import HEAD_WEIGHT
-from .scoring import Decision, Neighbour, Timings, decide, route_scores
+from .scoring import Decision, Neighbour, Timings, decide, fallback_similarity, route_scores
 
 
 class Router:
@@ -91,7 +91,7 @@ class Router:
             neighbours = [
                 Neighbour(
                     text=table.row_text[int(i)],
-                    route=table.names[int(table.row_route[int(i)])],
+                    route=table.names[r] if (r := int(table.row_route[int(i)])) >= 0 else "",
                     similarity=float(s),
                     negative=bool(table.row_negative[int(i)]),
                 )
@@ -102,6 +102,7 @@ class Router:
                 table, scores, neg_max, pos_max,
                 index_version=self.version, neighbours=neighbours, top_scores=top_scores,
                 confidence=float(confidence.confidence(signals)[0]) if confidence is not None and signals else None,
+                fallback_max=fallback_similarity(table, sims, ids),
             )
             score_ns = time.perf_counter_ns() - t1
             # batch timings are shared: each query is charged its share of the batch's tokenize/encode time

@@ -50,7 +50,12 @@ class ModelSpec(_Strict):
 
 
 class Fallback(_Strict):
+    """The model for queries no route is confident about, and optional examples of such queries."""
+
     model: str
+    # out-of-scope examples: queries that must not be routed. They train the learned scorer's "none of these
+    # routes" class, and a query whose nearest example is one of them falls back (reason negative_match).
+    utterances: list[str] = Field(default_factory=list)
 
 
 class Defaults(_Strict):
@@ -118,6 +123,7 @@ class RouteSet:
     defaults: Defaults
     routes: tuple[Route, ...]
     sources: dict[str, str]  # file path -> sha256 of its bytes
+    fallback_utterances: tuple[str, ...] = ()
 
     def route(self, name: str) -> Route:
         for r in self.routes:
@@ -290,6 +296,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
     """Read, validate and merge route files. Raises ConfigError naming file, line and field."""
     files = _expand(paths)
     fallback: tuple[str, Path, _Located] | None = None
+    fallback_spec: Fallback | None = None
     defaults: Defaults | None = None
     defaults_at: Path | None = None
     models: dict[str, tuple[ModelSpec, Path]] = {}
@@ -309,6 +316,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                     hint="declare the fallback model in exactly one file",
                 )
             fallback = (rf.fallback.model, path, loc)
+            fallback_spec = rf.fallback
         if rf.defaults is not None:
             if defaults is not None:
                 raise ConfigError(
@@ -427,10 +435,25 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
             "no routes declared", file=files[0], field="routes",
             hint="add at least one route with utterances",
         )
+    fallback_examples: list[str] = []
+    for j, u in enumerate(fallback_spec.utterances if fallback_spec is not None else []):
+        text = " ".join(u.split())
+        owner = utterance_owner.get(text.casefold())
+        line, fld = fallback[2].line(["fallback", "utterances", j]), f"fallback.utterances[{j}]"
+        if not text:
+            raise ConfigError("fallback utterance is empty", file=fallback[1], line=line, field=fld,
+                              hint="remove it or write an example query that no route should take")
+        if owner is not None:
+            raise ConfigError(f"'{text}' is also an utterance of route '{owner[0]}' ({owner[1]})",
+                              file=fallback[1], line=line, field=fld,
+                              hint="an example goes either to a route or to the fallback; remove it from one")
+        if text not in fallback_examples:
+            fallback_examples.append(text)
     return RouteSet(
         fallback_model=fallback[0],
         models={k: v[0] for k, v in models.items()},
         defaults=defaults,
         routes=tuple(routes),
         sources=sources,
+        fallback_utterances=tuple(fallback_examples),
     )

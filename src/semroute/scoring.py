@@ -23,7 +23,7 @@ class Reason(enum.StrEnum):
 
     MATCHED = "matched"  # best route cleared its threshold
     BELOW_THRESHOLD = "below_threshold"  # best route's score under its threshold: fallback
-    NEGATIVE_MATCH = "negative_match"  # the query was closer to a route's negative examples: fallback
+    NEGATIVE_MATCH = "negative_match"  # closer to a negative (or fallback) example than to the route's: fallback
     NO_MATCH = "no_match"  # no route had any hit among the neighbours: fallback
 
 
@@ -108,7 +108,7 @@ class RouteTable:
     names: list[str]
     models: list[str]
     thresholds: npt.NDArray[np.float64]
-    row_route: npt.NDArray[np.int64]  # index row -> route id
+    row_route: npt.NDArray[np.int64]  # index row -> route id; -1 for a fallback (out-of-scope) example
     row_negative: npt.NDArray[np.bool_]
     row_text: list[str]
     fallback_model: str
@@ -129,9 +129,11 @@ def route_scores(
     n = len(table.names)
     valid = ids >= 0
     ids, sims = ids[valid], sims[valid].astype(np.float64)
+    floor = float(sims[-1]) if len(sims) else -1.0
+    routed = table.row_route[ids] >= 0  # fallback examples vote for no route (see fallback_similarity)
+    ids, sims = ids[routed], sims[routed]
     routes = table.row_route[ids]
     neg = table.row_negative[ids]
-    floor = float(sims[-1]) if len(sims) else -1.0
     scores = np.full(n, -np.inf)
     neg_max = np.full(n, -np.inf)
     pos_max = np.full(n, -np.inf)
@@ -156,6 +158,15 @@ def route_scores(
     return scores, pos_max, neg_max
 
 
+def fallback_similarity(
+    table: RouteTable, sims: npt.NDArray[np.float32], ids: npt.NDArray[np.int64]
+) -> float:
+    """Similarity of the nearest fallback (out-of-scope) example among the neighbours; -inf if none."""
+    valid = ids >= 0
+    fb = table.row_route[ids[valid]] < 0
+    return float(sims[valid][fb].max()) if fb.any() else -np.inf
+
+
 def decide(
     table: RouteTable,
     scores: npt.NDArray[np.float64],
@@ -166,6 +177,7 @@ def decide(
     neighbours: list[Neighbour],
     top_scores: int = 5,
     confidence: float | None = None,
+    fallback_max: float = -np.inf,
 ) -> Decision:
     """Pick the best route; fall back when it is below its threshold or vetoed by a negative example.
 
@@ -185,7 +197,7 @@ def decide(
     margin = best_score - runner_up
     if confidence is not None:
         best_score = confidence
-    if neg_max[best] > pos_max[best]:
+    if neg_max[best] > pos_max[best] or fallback_max > pos_max[best]:
         return Decision(
             None, table.fallback_model, best_score, threshold, True, Reason.NEGATIVE_MATCH, margin, **common
         )
