@@ -47,4 +47,4 @@ def test_index_scale_quick(tmp_path: Path) -> None:
         assert 0.0 <= r["recall_at_10"] <= 1.0
         if r["factory"] == "Flat":
             assert r["recall_at_10"] == 1.0  # exact search is its own ground truth
-    assert "| 50,000 | HNSW32,Flat |" in index_scale.table(res)
+    assert "| 50,000 | HNSW32,Flat (efSearch 64) | yes |" in index_scale.table(res)
