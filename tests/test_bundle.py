@@ -52,8 +52,8 @@ def test_build_writes_manifest_and_routes(small: Path, enc: OnnxEncoder, encoder
     assert m["format"] == 1 and m["semroute_version"]
     assert m["encoder"]["fingerprint"] == enc.fingerprint
     assert m["route_files"] == {str(small): load_routes([small]).sources[str(small)]}
-    assert m["counts"] == {"routes": 2, "utterances": 8, "negative_utterances": 1, "vectors": 9,
-                           "embedded": 9, "reused": 0}
+    assert m["counts"] == {"routes": 2, "utterances": 8, "negative_utterances": 1, "fallback_utterances": 0,
+                           "vectors": 9, "embedded": 9, "reused": 0}
     assert m["settings"]["index_factory"] == "Flat"
     assert not (out / "encoder" / "model_fp32.onnx").exists()  # only what serving needs
     router = Router.load(out)

@@ -41,7 +41,7 @@ def write_report(
     if current_threshold is not None:
         ax.axvline(current_threshold, color="tab:red", lw=0.8, ls="--",
                    label=f"bundle threshold {current_threshold:.2f}")
-    ax.set(xlabel="global threshold (route score)", ylabel="share of queries", ylim=(0, 1.02),
+    ax.set(xlabel="global threshold on the decision score", ylabel="share of queries", ylim=(0, 1.02),
            title="Accuracy and fallback against the threshold")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")
@@ -53,8 +53,14 @@ def write_report(
     pts = [(r["cost_ratio"], r["accuracy"], r["threshold"]) for r in sweep_rows if r["cost_ratio"] is not None]
     if pts:
         ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", lw=1.5)
-        for c, a, th in pts[:: max(1, len(pts) // 8)]:
-            ax.annotate(f"t={th:.2f}", (c, a), fontsize=7, xytext=(4, -10), textcoords="offset points")
+        # label a few thresholds, skipping points too close to the last label (they crowd at the accuracy peak)
+        span_x = (max(p[0] for p in pts) - min(p[0] for p in pts)) or 1.0
+        span_y = (max(p[1] for p in pts) - min(p[1] for p in pts)) or 1.0
+        last: tuple[float, float] | None = None
+        for c, a, th in pts:
+            if last is None or abs(c - last[0]) / span_x + abs(a - last[1]) / span_y > 0.12:
+                ax.annotate(f"t={th:.2f}", (c, a), fontsize=7, xytext=(4, -10), textcoords="offset points")
+                last = (c, a)
         if "cost" in m:
             ax.scatter([m["cost"]["ratio"]], [m["accuracy"]], color="tab:red", zorder=3, label="this bundle")
             ax.legend(fontsize=8)
