@@ -83,22 +83,37 @@ async def _load(target: str, qs: list[str], concurrency: int, total: int, max_s:
 
 
 def _overhead(bundle: Path, target: str, qs: list[str]) -> dict[str, Any]:
-    """Interleaved, same queries: bare int8 encoder (1 thread, batch 1) vs Route over gRPC at concurrency 1."""
+    """Interleaved, same queries: bare int8 encoder (1 thread, batch 1), the whole decision in-process
+    (Router.route), an empty gRPC round trip (health Check: the floor any Python gRPC service pays), and Route over
+    gRPC at concurrency 1. The differences say where the time over the encoder goes."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from semroute.router import Router
+
     enc = OnnxEncoder(bundle / "encoder", threads=1)
-    bare, grpc_ = [], []
-    with RouterClient(target) as c:
+    router = Router.load(bundle, threads=1)
+    samples: dict[str, list[float]] = {"bare_encoder": [], "in_process": [], "grpc_empty_rtt": [],
+                                       "grpc_route_c1": []}
+    with RouterClient(target) as c, grpc.insecure_channel(target) as ch:
+        health = health_pb2_grpc.HealthStub(ch)
+        calls = {
+            "bare_encoder": lambda q: enc.encode([q]),
+            "in_process": lambda q: router.route(q),
+            "grpc_empty_rtt": lambda q: health.Check(health_pb2.HealthCheckRequest(), timeout=10),
+            "grpc_route_c1": lambda q: c.route(q),
+        }
         for q in qs[:10]:
-            enc.encode([q])
-            c.route(q)
+            for fn in calls.values():
+                fn(q)
         for q in qs:
-            t = time.perf_counter()
-            enc.encode([q])
-            bare.append(time.perf_counter() - t)
-            t = time.perf_counter()
-            c.route(q)
-            grpc_.append(time.perf_counter() - t)
-    return {"bare_encoder": summary(bare), "grpc_route_c1": summary(grpc_),
-            "p50_ratio": statistics.median(grpc_) / statistics.median(bare)}
+            for k, fn in calls.items():
+                t = time.perf_counter()
+                fn(q)
+                samples[k].append(time.perf_counter() - t)
+    out: dict[str, Any] = {k: summary(v) for k, v in samples.items()}
+    out["p50_ratio"] = statistics.median(samples["grpc_route_c1"]) / statistics.median(samples["bare_encoder"])
+    return out
 
 
 def run(mode: Mode, workdir: Path) -> dict[str, Any]:
@@ -136,6 +151,9 @@ def table(res: dict[str, Any]) -> str:
         lines.append(f"**{name}**: bare int8 encoder p50 {o['bare_encoder']['median_ms']:.2f} ms; Route over gRPC "
                      f"(c=1) p50 {o['grpc_route_c1']['median_ms']:.2f} ms, p99 {o['grpc_route_c1']['p99_ms']:.2f} ms;"
                      f" overhead ratio {o['p50_ratio']:.2f}x")
+        if "in_process" in o:  # where the time over the encoder goes (p50s, interleaved, same queries)
+            lines.append(f"(whole decision in-process p50 {o['in_process']['median_ms']:.2f} ms; empty gRPC round "
+                         f"trip, health Check, p50 {o['grpc_empty_rtt']['median_ms']:.2f} ms)")
         lines += ["", "| concurrency | batching | p50 ms | p99 ms | req/s | x sequential |",
                   "|---|---|---|---|---|---|"]
         for c, lv in r["levels"].items():
