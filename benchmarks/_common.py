@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import gzip
 import json
 import os
 import platform
@@ -18,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-CLINC = REPO.parent / "shared" / "data" / "clinc150" / "data_full.json"
+CLINC_SHARED = REPO.parent / "shared" / "data" / "clinc150" / "data_full.json"
+CLINC_VENDORED = REPO / "benchmarks" / "data" / "clinc150" / "data_full.json.gz"
 
 
 @dataclass(frozen=True)
@@ -98,8 +101,22 @@ def machine() -> dict[str, Any]:
     }
 
 
+def clinc_path() -> Path:
+    """Where CLINC150 is read from: ``$SEMROUTE_CLINC150``, the shared data beside the checkout, or the vendored
+    copy (benchmarks/data/clinc150/README.md), so a clone works wherever it is cloned."""
+    env = os.environ.get("SEMROUTE_CLINC150")
+    if env:
+        return Path(env)
+    return CLINC_SHARED if CLINC_SHARED.is_file() else CLINC_VENDORED
+
+
+@functools.cache
 def clinc() -> dict[str, list[list[str]]]:
-    return json.loads(CLINC.read_text())  # type: ignore[no-any-return]
+    path = clinc_path()
+    if not path.is_file():
+        raise FileNotFoundError(f"CLINC150 not found at {path}: set SEMROUTE_CLINC150 to its data_full.json")
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return json.loads(raw)  # type: ignore[no-any-return]
 
 
 def queries(n: int, seed: int = 0) -> list[str]:

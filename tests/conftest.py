@@ -18,7 +18,6 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 ROUTES = REPO / "routes"
-CLINC = REPO.parent / "shared" / "data" / "clinc150" / "data_full.json"
 
 
 @pytest.fixture()
@@ -59,8 +58,6 @@ def router(bundle_dir: Path):  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def clinc() -> dict[str, list[list[str]]]:
-    import json
+    from benchmarks._common import clinc
 
-    if not CLINC.is_file():
-        pytest.fail(f"CLINC150 not found at {CLINC}: the shared/ data directory must sit beside the repo")
-    return json.loads(CLINC.read_text())  # type: ignore[no-any-return]
+    return clinc()
