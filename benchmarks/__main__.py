@@ -1,6 +1,8 @@
 """python -m benchmarks [--quick|--full] [--suites encoder,grpc,index,startup,peer] [--out DIR]
 
-Writes DIR/<mode>.json (summaries + machine facts) and DIR/<mode>.md (tables).
+Writes DIR/<mode>.json (summaries + machine facts) and DIR/<mode>.md (tables). Running a subset of suites keeps
+the other suites' results already in DIR/<mode>.json (each suite records when it ran and the load average then),
+so a long suite can be rerun alone without rerunning the rest.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from semroute._fs import atomic_write_bytes
 
 from . import encoder, grpc_e2e, index_scale, peer, startup
 from ._common import REPO, Mode, machine
@@ -41,23 +45,35 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"unknown suites: {', '.join(sorted(unknown))}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     label = "quick" if mode.quick else "full"
-    result: dict[str, Any] = {"mode": label, "machine": machine(), "suites": {}}
-    md = [f"# semroute benchmarks ({label})", "", f"{result['machine']['date']}, {result['machine']['cpu']}, "
-          f"{result['machine']['cores']} cores, Python {result['machine']['python']}, "
-          f"load average at start {result['machine']['loadavg_at_start']}", ""]
+    path = ns.out / f"{label}.json"
+    result: dict[str, Any] = {"mode": label, "machine": machine(), "suites": {}, "ran": {}}
+    if path.is_file() and set(names) != set(SUITES):
+        old = json.loads(path.read_text())
+        for key in ("suites", "ran"):
+            result[key] = {k: v for k, v in old.get(key, {}).items() if k in SUITES}
     with tempfile.TemporaryDirectory(prefix="semroute-bench-") as tmp:
         for name in names:
-            title, mod = SUITES[name]
+            _, mod = SUITES[name]
             t = time.perf_counter()
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
             res = mod.run(mode) if name in ("encoder", "index") else mod.run(mode, Path(tmp))
+            result["ran"][name] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                                   "loadavg": os.getloadavg(), "elapsed_s": round(time.perf_counter() - t, 1)}
             result["suites"][name] = res
-            result.setdefault("elapsed_s", {})[name] = round(time.perf_counter() - t, 1)
-            md += [f"## {title}", "", mod.table(res), ""]
     result["machine"]["loadavg_at_end"] = os.getloadavg()
+    m = result["machine"]
+    md = [f"# semroute benchmarks ({label})", "", f"{m['cpu']}, {m['cores']} cores, Python {m['python']}; "
+          f"command: `python -m benchmarks --{label}`", ""]
+    for name, (title, mod) in SUITES.items():
+        res = result["suites"].get(name)
+        if res is None:
+            continue
+        ran = result["ran"].get(name)
+        when = f"_Ran {ran['date']}, load average {ran['loadavg'][0]:.2f}._" if ran else ""
+        md += [f"## {title}", "", when, "", mod.table(res), ""]
     ns.out.mkdir(parents=True, exist_ok=True)
-    (ns.out / f"{label}.json").write_text(json.dumps(result, indent=1) + "\n")
-    (ns.out / f"{label}.md").write_text("\n".join(md) + "\n")
+    atomic_write_bytes(path, (json.dumps(result, indent=1) + "\n").encode())
+    atomic_write_bytes(ns.out / f"{label}.md", ("\n".join(md) + "\n").encode())
     print("\n".join(md))
     return 0
 

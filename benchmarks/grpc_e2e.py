@@ -132,12 +132,12 @@ def run(mode: Mode, workdir: Path) -> dict[str, Any]:
             res["overhead"] = _overhead(bundle, on.target, qs[: mode.n(100, 500)])
             for c in levels:
                 # alternate batching on/off at each level so load drift hits both alike
-                res["levels"][c] = {
+                res["levels"][str(c)] = {
                     "batching_on": asyncio.run(_load(on.target, qs, c, total, 60)),
                     "batching_off": asyncio.run(_load(off.target, qs, c, total, 60)),
                 }
             res["rss_mb_after_load"] = {"batching_on": on.rss_mb(), "batching_off": off.rss_mb()}
-        base = res["levels"][1]["batching_off"]["throughput_rps"]
+        base = res["levels"]["1"]["batching_off"]["throughput_rps"]
         for r in res["levels"].values():
             r["on_over_sequential"] = r["batching_on"]["throughput_rps"] / base
         out[name] = res
@@ -159,7 +159,7 @@ def table(res: dict[str, Any]) -> str:
         for c, lv in r["levels"].items():
             for k in ("batching_on", "batching_off"):
                 x = lv[k]
-                ratio = x["throughput_rps"] / r["levels"][1]["batching_off"]["throughput_rps"]
+                ratio = x["throughput_rps"] / r["levels"]["1"]["batching_off"]["throughput_rps"]
                 lines.append(f"| {c} | {k.split('_')[1]} | {x['median_ms']:.2f} | {x['p99_ms']:.2f} | "
                              f"{x['throughput_rps']:.0f} | {ratio:.2f} |")
         lines.append("")

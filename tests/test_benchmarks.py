@@ -36,6 +36,14 @@ def test_quick_mode_writes_complete_results(tmp_path: Path, monkeypatch: pytest.
     for title in ("## Encoder", "## End to end over gRPC", "## Start-up and footprint", "## Side by side"):
         assert title in md
 
+    # rerunning one suite keeps the others' results and rewrites the table with all of them
+    assert main(["--quick", "--suites", "startup", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "quick.json").read_text())
+    assert set(again["suites"]) == set(res["suites"])
+    assert again["suites"]["encoder"] == res["suites"]["encoder"]
+    assert again["suites"]["startup"]["bundled"]["start_to_serving_s"] > 0
+    assert "## Encoder" in (tmp_path / "quick.md").read_text()
+
 
 def test_index_scale_quick(tmp_path: Path) -> None:
     from benchmarks import index_scale
