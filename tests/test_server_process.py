@@ -67,7 +67,7 @@ def test_sigterm_drains_in_flight_requests_and_exits_0(bundle_dir: Path) -> None
 def test_sighup_reloads_and_bad_bundle_is_refused(bundle_dir: Path, tmp_path: Path) -> None:
     live = tmp_path / "live"
     shutil.copytree(bundle_dir, live)
-    proc, port = start_subprocess(live, "--no-watch")
+    proc, port = start_subprocess(live, "--no-watch", env={"SEMROUTE_LOG_FORMAT": "json"})
     try:
         with RouterClient(f"127.0.0.1:{port}") as c:
             before = c.info().index_version
@@ -92,7 +92,12 @@ def test_sighup_reloads_and_bad_bundle_is_refused(bundle_dir: Path, tmp_path: Pa
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
-    assert "refused" in err and "fingerprint mismatch" in err
+    # operators' log collectors get one JSON object per line, with the event named
+    events = [json.loads(line) for line in err.splitlines() if line.strip()]
+    refused = [e for e in events if e.get("event") == "reload_refused"]
+    assert refused and refused[0]["level"] == "ERROR" and refused[0]["serving"] == before
+    assert "fingerprint mismatch" in refused[0]["msg"] and refused[0]["trigger"] == "SIGHUP"
+    assert any(e.get("event") == "reloaded" and e["serving"] == "v-next" for e in events)
 
 
 def test_bad_bundle_exits_nonzero_with_message(tmp_path: Path) -> None:

@@ -38,10 +38,15 @@ def _errors(fn: F) -> F:
 @click.group(context_settings={"auto_envvar_prefix": "SEMROUTE", "help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="semroute")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def main(verbose: int) -> None:
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="Log lines as text, or as one JSON object per line for log collectors.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, log_format: str) -> None:
     """semroute: decide which LLM should answer each request."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from ._logging import configure
+
+    configure(logging.WARNING - 10 * min(verbose, 2), "json" if log_format == "json" else "text")
+    ctx.obj = {"log_format": log_format}
 
 
 @main.command()
@@ -268,8 +273,15 @@ def serve(index_dir: Path, **options: Any) -> None:
     logging.getLogger("semroute").setLevel(min(logging.getLogger().level, logging.WARNING))
     config = ServeConfig(index=index_dir, **options)
 
+    json_logs = (click.get_current_context().find_root().obj or {}).get("log_format") == "json"
+
     def ready(port: int, version: str) -> None:
-        click.echo(f"semroute serving bundle {version} on {config.host}:{port}", err=True)
+        msg = f"semroute serving bundle {version} on {config.host}:{port}"
+        if json_logs:  # the one line operators wait for, in the same shape as the log lines around it
+            logging.getLogger("semroute.server").warning(msg, extra={"event": "serving", "bundle_version": version,
+                                                                     "host": config.host, "port": port})
+        else:
+            click.echo(msg, err=True)
 
     sys.exit(asyncio.run(run(config, ready=ready)))
 

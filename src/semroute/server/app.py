@@ -77,14 +77,16 @@ class RouterHolder:
             except SemrouteError as e:
                 self._refused = manifest
                 self._metrics.reloads.labels("refused").inc()
-                log.error("reload (%s) refused, still serving %s: %s", reason, self.current.version, e)
+                log.error("reload (%s) refused, still serving %s: %s", reason, self.current.version, e,
+                          extra={"event": "reload_refused", "trigger": reason, "serving": self.current.version})
                 return False
             old = self.current.version
             self.current = new
             self._refused = None
             self._metrics.reloads.labels("ok").inc()
             self._metrics.bundle.info({"version": new.version})
-            log.warning("reloaded (%s): %s -> %s", reason, old, new.version)
+            log.warning("reloaded (%s): %s -> %s", reason, old, new.version,
+                        extra={"event": "reloaded", "trigger": reason, "from": old, "serving": new.version})
             return True
 
     def changed(self) -> bool:
@@ -166,7 +168,7 @@ async def serve(
     try:
         await stop.wait()
     finally:
-        log.warning("draining (grace %.1fs)", config.grace_period)
+        log.warning("draining (grace %.1fs)", config.grace_period, extra={"event": "draining"})
         if watcher:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
