@@ -79,6 +79,7 @@ class RouterService(pb_grpc.RouterServicer):
         self._metrics = metrics
         self._stage_hists = [metrics.stage.labels(s) for s in ("queue", "tokenize", "encode", "search", "score")]
         self._decision_counters: dict[tuple[str, Reason], Any] = {}
+        self._rpc_metrics: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
         self.in_flight = 0  # RPCs being handled now; shutdown waits for this to stay at 0
 
     async def _guard(self, method: str, context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T]]) -> T:
@@ -96,9 +97,19 @@ class RouterService(pb_grpc.RouterServicer):
             await context.abort(code, "internal error; see the server log")
         finally:
             self.in_flight -= 1
-            self._metrics.requests.labels(method, code.name).inc()
-            self._metrics.latency.labels(method).observe(time.perf_counter() - start)
+            # bookkeeping after the answer is on its way (the next turn of the event loop), not in front of it
+            asyncio.get_running_loop().call_soon(self._record_rpc, method, code, time.perf_counter() - start)
         raise AssertionError("unreachable")  # context.abort raises
+
+    def _record_rpc(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        children = self._rpc_metrics.get((method, code))
+        if children is None:  # labels() takes a lock and builds a key: look each child up once
+            m = self._metrics
+            children = self._rpc_metrics[(method, code)] = (
+                m.requests.labels(method, code.name), m.latency.labels(method)
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def _observe(self, decisions: list[Decision]) -> None:
         m = self._metrics
