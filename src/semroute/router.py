@@ -12,6 +12,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -79,7 +80,7 @@ class Router:
         head = self.bundle.head
         probs = head.probabilities(enc.vectors) if head is not None else None
         # Scores and signals for every query first, so the confidence model runs once per batch.
-        scored = []
+        scored: list[_Scored] = []
         for q in range(n):
             sims, ids = hits.similarities[q], hits.ids[q]
             knn, pos_max, neg_max = route_scores(table, sims, ids, self._defaults.aggregation, self._defaults.top_k)
@@ -88,19 +89,19 @@ class Router:
                 scores = (1 - HEAD_WEIGHT) * knn + HEAD_WEIGHT * probs[q]
             order = np.argsort(-scores, kind="stable")
             signals = _signals(scores, knn, probs[q] if probs is not None else None, sims, ids, order)
-            scored.append((scores, knn, pos_max, neg_max, order, signals))
+            scored.append(_Scored(scores, pos_max, neg_max, order, signals))
         confidence = self.bundle.confidence
-        with_signals = [q for q in range(n) if scored[q][5]]
+        with_signals = [q for q in range(n) if scored[q].signals]
         conf: dict[int, float] = {}
         if confidence is not None and with_signals:
-            values = confidence.confidence([scored[q][5] for q in with_signals]).tolist()
+            values = confidence.confidence([scored[q].signals for q in with_signals]).tolist()
             conf = dict(zip(with_signals, values, strict=True))
         # the batch's shared work (search, head, scores, confidence) is charged to each query in equal shares
         search_ns = (t1 - t0) // n
         shared_score_ns = (time.perf_counter_ns() - t1) // n
         tokenize_ns, encode_ns = enc.tokenize_ns // n, enc.encode_ns // n
         out = []
-        for q, (scores, _, pos_max, neg_max, order, signals) in enumerate(scored):
+        for q, (scores, pos_max, neg_max, order, signals) in enumerate(scored):
             t2 = time.perf_counter_ns()
             sims, ids = hits.similarities[q], hits.ids[q]
             neighbours = [
@@ -123,6 +124,16 @@ class Router:
         r = table.row_route_list[row]
         return Neighbour(text=table.row_text[row], route=table.names[r] if r >= 0 else "", similarity=similarity,
                          negative=table.row_negative_list[row])
+
+
+class _Scored(NamedTuple):
+    """One query's scores, before its Decision is built."""
+
+    scores: npt.NDArray[np.float64]
+    pos_max: npt.NDArray[np.float64]
+    neg_max: npt.NDArray[np.float64]
+    order: npt.NDArray[np.intp]  # route ids by descending score (stable)
+    signals: tuple[float, ...]
 
 
 def _signals(
