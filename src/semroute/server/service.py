@@ -20,7 +20,7 @@ import grpc
 from .. import __version__
 from .._proto.semroute.v1 import router_pb2 as pb
 from .._proto.semroute.v1 import router_pb2_grpc as pb_grpc
-from ..errors import RequestError, SemrouteError, grpc_status
+from ..errors import DeadlineExceededError, RequestError, SemrouteError, grpc_status
 from ..router import Router
 from ..scoring import Decision, Reason
 from .batcher import MicroBatcher
@@ -57,6 +57,15 @@ def _check_metadata(field: str, md: pb.RequestMetadata) -> None:
             raise RequestError(f"{field}.{name}", "must be 0-64 characters of letters, digits, '_', '.', ':', '-'")
     if len(md.request_id) > 128 or not md.request_id.isprintable():
         raise RequestError(f"{field}.request_id", "must be at most 128 printable characters")
+
+
+def _check_deadline(context: grpc.aio.ServicerContext, when: str) -> None:
+    # Checked before the encoder (a request whose deadline has passed is not worth an encoder call) and after it (a
+    # late answer is answered DEADLINE_EXCEEDED): on a busy machine gRPC's own deadline timers can fire after the
+    # answer is sent, and the client would then get a success past its deadline.
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceededError(f"the request's deadline passed {when}")
 
 
 def _options(opts: pb.RouteOptions) -> tuple[int, int]:
@@ -141,7 +150,9 @@ class RouterService(pb_grpc.RouterServicer):
         async def run() -> pb.RouteResponse:
             _check_text("text", request.text, self._limits.max_text_chars)
             _check_metadata("metadata", request.metadata)
+            _check_deadline(context, "before it reached the encoder; nothing was encoded")
             (d,) = await self._decide([request.text], request.options, received)
+            _check_deadline(context, "while it was being answered")
             return pb.RouteResponse(decision=d, request_id=request.metadata.request_id)
 
         return await self._guard("Route", context, run)
@@ -163,7 +174,9 @@ class RouterService(pb_grpc.RouterServicer):
             for i, q in enumerate(request.queries):
                 _check_text(f"queries[{i}].text", q.text, self._limits.max_text_chars)
                 _check_metadata(f"queries[{i}].metadata", q.metadata)
+            _check_deadline(context, "before it reached the encoder; nothing was encoded")
             ds = await self._decide([q.text for q in request.queries], request.options, received)
+            _check_deadline(context, "while it was being answered")
             return pb.RouteBatchResponse(decisions=ds)
 
         return await self._guard("RouteBatch", context, run)
