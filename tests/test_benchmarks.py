@@ -26,7 +26,8 @@ def test_quick_mode_writes_complete_results(tmp_path: Path, monkeypatch: pytest.
     assert enc["int8_vs_fp32"] and all(x["int8_over_fp32"] > 0 for x in enc["int8_vs_fp32"])
     g = res["suites"]["grpc"]["bundled"]
     assert g["overhead"]["p50_ratio"] > 0
-    assert all(g["overhead"][k]["median_ms"] > 0 for k in ("bare_encoder", "in_process", "grpc_empty_rtt"))
+    assert all(g["overhead"][k]["median_ms"] > 0 for k in ("bare_encoder", "in_process", "grpc_empty_rtt",
+                                                           "grpc_route_server_side", "grpc_route_outside_server"))
     for level in g["levels"].values():
         for k in ("batching_on", "batching_off"):
             assert level[k]["errors"] == 0 and level[k]["throughput_rps"] > 0

@@ -4,8 +4,9 @@ import semroute
 def test_public_api_is_pinned() -> None:
     assert semroute.__all__ == sorted(semroute.__all__)
     assert set(semroute.__all__) == {
-        "BundleError", "ConfigError", "DataError", "Decision", "EncoderError", "OverloadedError", "Reason",
-        "RequestError", "RouteSet", "Router", "SemrouteError", "UnavailableError", "__version__", "load_routes",
+        "BundleError", "ConfigError", "DataError", "DeadlineExceededError", "Decision", "EncoderError",
+        "OverloadedError", "Reason", "RequestError", "RouteSet", "Router", "SemrouteError", "UnavailableError",
+        "__version__", "load_routes",
     }
     for name in semroute.__all__:
         assert hasattr(semroute, name)

@@ -76,3 +76,54 @@ def test_no_positive_hit_is_no_match() -> None:
     table = _table([(0, True), (1, False)])
     d = _decide(table, [0.9], [0])
     assert d.fallback and d.reason == Reason.NO_MATCH and d.route is None
+
+
+def _reference_route_scores(  # type: ignore[no-untyped-def]
+    table: RouteTable, sims, ids, aggregation: str, top_k: int
+):
+    """The array implementation route_scores replaced (kept here as the oracle it must match bit for bit)."""
+    n = len(table.names)
+    valid = ids >= 0
+    ids, sims = ids[valid], sims[valid].astype(np.float64)
+    floor = float(sims[-1]) if len(sims) else -1.0
+    routed = table.row_route[ids] >= 0
+    ids, sims = ids[routed], sims[routed]
+    routes, neg = table.row_route[ids], table.row_negative[ids]
+    scores, neg_max, pos_max = np.full(n, -np.inf), np.full(n, -np.inf), np.full(n, -np.inf)
+    if len(sims) == 0:
+        return scores, pos_max, neg_max
+    pos_r, pos_s = routes[~neg], sims[~neg]
+    if neg.any():
+        np.maximum.at(neg_max, routes[neg], sims[neg])
+    np.maximum.at(pos_max, pos_r, pos_s)
+    if aggregation == "max":
+        return pos_max.copy(), pos_max, neg_max
+    sums, counts = np.zeros(n), np.zeros(n, dtype=np.int64)
+    for r, s in zip(pos_r.tolist(), pos_s.tolist(), strict=True):
+        if counts[r] < top_k:
+            sums[r] += s
+            counts[r] += 1
+    hit = counts > 0
+    k = np.minimum(top_k, table.n_positive)[hit]
+    scores[hit] = (sums[hit] + (k - counts[hit]) * floor) / k
+    return scores, pos_max, neg_max
+
+
+def test_route_scores_match_the_array_reference_exactly() -> None:
+    rng = np.random.default_rng(0)
+    names = tuple(f"r{i}" for i in range(7))
+    # rows: positives of every route, some negatives, some fallback (-1) examples; route r6 has one utterance
+    rows = [(int(r), bool(rng.random() < 0.15)) for r in rng.integers(0, 6, 300)] + [(-1, False)] * 20 + [(6, False)]
+    table = _table(rows, names)
+    for trial in range(300):
+        k_found = int(rng.integers(0, 33))  # fewer than asked for: FAISS pads with id -1
+        ids = np.full(32, -1, dtype=np.int64)
+        ids[:k_found] = rng.choice(len(rows), k_found, replace=False)
+        sims = np.full(32, -np.inf, dtype=np.float32)
+        sims[:k_found] = np.sort(rng.uniform(-0.2, 0.95, k_found).astype(np.float32))[::-1]
+        for aggregation in ("mean_topk", "max"):
+            top_k = int(rng.integers(1, 6))
+            got = route_scores(table, sims, ids, aggregation, top_k)  # type: ignore[arg-type]
+            want = _reference_route_scores(table, sims, ids, aggregation, top_k)
+            for g, w in zip(got, want, strict=True):
+                np.testing.assert_array_equal(g, w, err_msg=f"trial {trial} {aggregation} top_k={top_k}")

@@ -8,6 +8,7 @@
     ├── RequestError             a request a client sent is invalid (names the field)
     ├── OverloadedError          admission control refused the request (queue full)
     └── UnavailableError         not serving yet, or shutting down
+        └── DeadlineExceededError    the client's deadline passed before the query reached the encoder
 
 Everything the code raises on purpose is one of these; anything else reaching the gRPC layer is a bug and
 becomes INTERNAL.
@@ -81,6 +82,10 @@ class UnavailableError(SemrouteError):
     """The server is not ready (still loading) or is shutting down."""
 
 
+class DeadlineExceededError(UnavailableError):
+    """The request's deadline had passed when the server got to it, so nothing was encoded for it."""
+
+
 # One table: error class -> (gRPC status, CLI exit code). Looked up along the MRO so subclasses inherit.
 _TABLE: dict[type[SemrouteError], tuple[grpc.StatusCode, int]] = {
     ConfigError: (grpc.StatusCode.INVALID_ARGUMENT, 2),
@@ -90,6 +95,7 @@ _TABLE: dict[type[SemrouteError], tuple[grpc.StatusCode, int]] = {
     EncoderError: (grpc.StatusCode.FAILED_PRECONDITION, 3),
     OverloadedError: (grpc.StatusCode.RESOURCE_EXHAUSTED, 4),
     UnavailableError: (grpc.StatusCode.UNAVAILABLE, 5),
+    DeadlineExceededError: (grpc.StatusCode.DEADLINE_EXCEEDED, 5),
     SemrouteError: (grpc.StatusCode.INTERNAL, 1),
 }
 

@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -69,51 +71,69 @@ class Router:
                 raise RequestError(f"texts[{i}]" if len(texts) > 1 else "text", "is empty or only whitespace")
         if not texts:
             return []
+        n = len(texts)
         enc = self.encoder.encode(texts)
         t0 = time.perf_counter_ns()
         hits = self.bundle.index.search(enc.vectors, self._defaults.neighbours)
-        search_ns = (time.perf_counter_ns() - t0) // len(texts)
+        t1 = time.perf_counter_ns()
         table = self.bundle.table
         head = self.bundle.head
         probs = head.probabilities(enc.vectors) if head is not None else None
-        confidence = self.bundle.confidence
-        out = []
-        for q in range(len(texts)):
-            t1 = time.perf_counter_ns()
+        # Scores and signals for every query first, so the confidence model runs once per batch.
+        scored: list[_Scored] = []
+        for q in range(n):
             sims, ids = hits.similarities[q], hits.ids[q]
-            scores, pos_max, neg_max = route_scores(
-                table, sims, ids, self._defaults.aggregation, self._defaults.top_k
-            )
-            knn = scores
+            knn, pos_max, neg_max = route_scores(table, sims, ids, self._defaults.aggregation, self._defaults.top_k)
+            scores = knn
             if probs is not None:  # the learned scorer: blend the head's confidence into the kNN score
                 scores = (1 - HEAD_WEIGHT) * knn + HEAD_WEIGHT * probs[q]
-            signals = _signals(scores, knn, probs[q] if probs is not None else None, sims, ids)
+            order = np.argsort(-scores, kind="stable")
+            signals = _signals(scores, knn, probs[q] if probs is not None else None, sims, ids, order)
+            scored.append(_Scored(scores, pos_max, neg_max, order, signals))
+        confidence = self.bundle.confidence
+        with_signals = [q for q in range(n) if scored[q].signals]
+        conf: dict[int, float] = {}
+        if confidence is not None and with_signals:
+            values = confidence.confidence([scored[q].signals for q in with_signals]).tolist()
+            conf = dict(zip(with_signals, values, strict=True))
+        # the batch's shared work (search, head, scores, confidence) is charged to each query in equal shares
+        search_ns = (t1 - t0) // n
+        shared_score_ns = (time.perf_counter_ns() - t1) // n
+        tokenize_ns, encode_ns = enc.tokenize_ns // n, enc.encode_ns // n
+        out = []
+        for q, (scores, pos_max, neg_max, order, signals) in enumerate(scored):
+            t2 = time.perf_counter_ns()
+            sims, ids = hits.similarities[q], hits.ids[q]
             neighbours = [
-                Neighbour(
-                    text=table.row_text[int(i)],
-                    route=table.names[r] if (r := int(table.row_route[int(i)])) >= 0 else "",
-                    similarity=float(s),
-                    negative=bool(table.row_negative[int(i)]),
-                )
-                for s, i in zip(sims[:top_neighbours], ids[:top_neighbours], strict=True)
+                self._neighbour(i, s)
+                for s, i in zip(sims[:top_neighbours].tolist(), ids[:top_neighbours].tolist(), strict=True)
                 if i >= 0
             ]
-            d = decide(
+            out.append(decide(
                 table, scores, neg_max, pos_max,
                 index_version=self.version, neighbours=neighbours, top_scores=top_scores,
-                confidence=float(confidence.confidence(signals)[0]) if confidence is not None and signals else None,
-                fallback_max=fallback_similarity(table, sims, ids),
-            )
-            score_ns = time.perf_counter_ns() - t1
-            # batch timings are shared: each query is charged its share of the batch's tokenize/encode time
-            timings = Timings(
-                tokenize_ns=enc.tokenize_ns // len(texts),
-                encode_ns=enc.encode_ns // len(texts),
-                search_ns=search_ns,
-                score_ns=score_ns,
-            )
-            out.append(_with(d, enc.truncated[q], enc.n_tokens[q], timings, signals))
+                confidence=conf.get(q), fallback_max=fallback_similarity(table, sims, ids), order=order,
+                truncated=enc.truncated[q], n_tokens=enc.n_tokens[q], signals=signals,
+                timings=Timings(tokenize_ns=tokenize_ns, encode_ns=encode_ns, search_ns=search_ns,
+                                score_ns=shared_score_ns + time.perf_counter_ns() - t2),
+            ))
         return out
+
+    def _neighbour(self, row: int, similarity: float) -> Neighbour:
+        table = self.bundle.table
+        r = table.row_route_list[row]
+        return Neighbour(text=table.row_text[row], route=table.names[r] if r >= 0 else "", similarity=similarity,
+                         negative=table.row_negative_list[row])
+
+
+class _Scored(NamedTuple):
+    """One query's scores, before its Decision is built."""
+
+    scores: npt.NDArray[np.float64]
+    pos_max: npt.NDArray[np.float64]
+    neg_max: npt.NDArray[np.float64]
+    order: npt.NDArray[np.intp]  # route ids by descending score (stable)
+    signals: tuple[float, ...]
 
 
 def _signals(
@@ -122,23 +142,19 @@ def _signals(
     probs: npt.NDArray[np.float32] | None,
     sims: npt.NDArray[np.float32],
     ids: npt.NDArray[np.int64],
+    order: npt.NDArray[np.intp],
 ) -> tuple[float, ...]:
     """What the confidence model reads (confidence.SIGNALS, in order); () when no route had a hit."""
-    if not np.isfinite(scores).any():
-        return ()
-    order = np.argsort(-scores, kind="stable")
     best = int(order[0])
-    runner_up = float(scores[order[1]]) if len(order) > 1 and np.isfinite(scores[order[1]]) else 0.0
+    best_score = float(scores[best])
+    if not math.isfinite(best_score):  # sorted first, so no score is finite
+        return ()
+    runner_up = float(scores[order[1]]) if len(order) > 1 else 0.0
+    runner_up = runner_up if math.isfinite(runner_up) else 0.0
     head = float(probs[best]) if probs is not None else float(knn[best])
     none = max(0.0, 1.0 - float(probs.sum())) if probs is not None else 0.0
-    nearest = float(sims[ids >= 0][0]) if (ids >= 0).any() else 0.0
-    return (float(scores[best]), float(scores[best]) - runner_up, float(knn[best]), head, nearest, none)
-
-
-def _with(d: Decision, truncated: bool, n_tokens: int, timings: Timings, signals: tuple[float, ...]) -> Decision:
-    from dataclasses import replace
-
-    return replace(d, truncated=truncated, n_tokens=n_tokens, timings=timings, signals=signals)
+    nearest = next((s for s, i in zip(sims.tolist(), ids.tolist(), strict=True) if i >= 0), 0.0)
+    return (best_score, best_score - runner_up, float(knn[best]), head, nearest, none)
 
 
 __all__ = ["Router"]

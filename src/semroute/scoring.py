@@ -9,6 +9,8 @@ unseen utterances are at most that similar), so one lucky hit does not make a ro
 from __future__ import annotations
 
 import enum
+import functools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +116,20 @@ class RouteTable:
     fallback_model: str
     n_positive: npt.NDArray[np.int64]  # utterances per route: a route with 2 examples is averaged over 2
 
+    # Plain-Python copies of the per-row arrays, made once: scoring walks a query's ~32 neighbours in a Python
+    # loop, where indexing numpy arrays element by element costs more than the arithmetic.
+    @functools.cached_property
+    def row_route_list(self) -> list[int]:
+        return self.row_route.tolist()  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def row_negative_list(self) -> list[bool]:
+        return self.row_negative.tolist()  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def n_positive_list(self) -> list[int]:
+        return self.n_positive.tolist()  # type: ignore[no-any-return]
+
 
 def route_scores(
     table: RouteTable,
@@ -127,34 +143,46 @@ def route_scores(
     Returns (scores, positive_max, negative_max), each of length n_routes; -inf where a route had no hit.
     """
     n = len(table.names)
-    valid = ids >= 0
-    ids, sims = ids[valid], sims[valid].astype(np.float64)
-    floor = float(sims[-1]) if len(sims) else -1.0
-    routed = table.row_route[ids] >= 0  # fallback examples vote for no route (see fallback_similarity)
-    ids, sims = ids[routed], sims[routed]
-    routes = table.row_route[ids]
-    neg = table.row_negative[ids]
     scores = np.full(n, -np.inf)
     neg_max = np.full(n, -np.inf)
     pos_max = np.full(n, -np.inf)
-    if len(sims) == 0:
+    # Python scalars throughout: for one query's few dozen hits this is several times faster than numpy
+    # (measured: the whole post-encoder decision went from ~115 to ~60 us). Same float64 arithmetic, in the same
+    # order, as the array version it replaces.
+    hits = [(i, s) for i, s in zip(ids.tolist(), sims.tolist(), strict=True) if i >= 0]
+    if not hits:
         return scores, pos_max, neg_max
-    pos_r, pos_s = routes[~neg], sims[~neg]
-    if neg.any():
-        np.maximum.at(neg_max, routes[neg], sims[neg])
-    np.maximum.at(pos_max, pos_r, pos_s)
+    floor = hits[-1][1]
+    row_route, row_negative = table.row_route_list, table.row_negative_list
+    sums: dict[int, float] = {}
+    counts: dict[int, int] = {}
+    best: dict[int, float] = {}
+    worst_neg: dict[int, float] = {}
+    for i, s in hits:
+        r = row_route[i]
+        if r < 0:  # fallback examples vote for no route (see fallback_similarity)
+            continue
+        if row_negative[i]:
+            if s > worst_neg.get(r, -math.inf):
+                worst_neg[r] = s
+            continue
+        if s > best.get(r, -math.inf):
+            best[r] = s
+        # mean of each route's own top_k hits; hits arrive sorted by similarity, so the first k are its best
+        c = counts.get(r, 0)
+        if c < top_k:
+            sums[r] = sums.get(r, 0.0) + s
+            counts[r] = c + 1
+    if worst_neg:
+        neg_max[list(worst_neg)] = list(worst_neg.values())
+    if best:
+        pos_max[list(best)] = list(best.values())
     if aggregation == "max":
         return pos_max.copy(), pos_max, neg_max
-    # mean of each route's own top_k hits; hits arrive sorted by similarity, so the first k per route are its best
-    sums = np.zeros(n)
-    counts = np.zeros(n, dtype=np.int64)
-    for r, s in zip(pos_r.tolist(), pos_s.tolist(), strict=True):
-        if counts[r] < top_k:
-            sums[r] += s
-            counts[r] += 1
-    hit = counts > 0
-    k = np.minimum(top_k, table.n_positive)[hit]
-    scores[hit] = (sums[hit] + (k - counts[hit]) * floor) / k
+    n_positive = table.n_positive_list
+    for r, total in sums.items():
+        k = min(top_k, n_positive[r])
+        scores[r] = (total + (k - counts[r]) * floor) / k
     return scores, pos_max, neg_max
 
 
@@ -178,20 +206,33 @@ def decide(
     top_scores: int = 5,
     confidence: float | None = None,
     fallback_max: float = -np.inf,
+    order: npt.NDArray[np.intp] | None = None,
+    truncated: bool = False,
+    n_tokens: int = 0,
+    timings: Timings | None = None,
+    signals: tuple[float, ...] = (),
 ) -> Decision:
     """Pick the best route; fall back when it is below its threshold or vetoed by a negative example.
 
     With ``confidence`` (a calibrated confidence model's probability that the best route is right), the threshold
-    applies to it and it is the decision's score; the margin stays in raw route-score units."""
-    order = np.argsort(-scores, kind="stable")
-    best = int(order[0])
-    best_score = float(scores[best])
-    runner_up = float(scores[order[1]]) if len(order) > 1 and np.isfinite(scores[order[1]]) else 0.0
+    applies to it and it is the decision's score; the margin stays in raw route-score units. ``order`` is
+    ``np.argsort(-scores, kind="stable")`` if the caller has it already; the last four arguments are carried into
+    the Decision as they are."""
+    if order is None:
+        order = np.argsort(-scores, kind="stable")
+    top = order[: max(top_scores, 2)].tolist()  # Python scalars: numpy scalars are slow one at a time
+    top_values = scores[top].tolist()
+    best = top[0]
+    best_score = top_values[0]
+    runner_up = top_values[1] if len(top) > 1 and math.isfinite(top_values[1]) else 0.0
     listed = [
-        RouteScore(table.names[int(i)], float(scores[i])) for i in order[:top_scores] if np.isfinite(scores[i])
+        RouteScore(table.names[i], v) for i, v in zip(top[:top_scores], top_values, strict=False) if math.isfinite(v)
     ]
-    common: dict[str, Any] = {"scores": listed, "neighbours": neighbours, "index_version": index_version}
-    if not np.isfinite(best_score):
+    common: dict[str, Any] = {
+        "scores": listed, "neighbours": neighbours, "index_version": index_version, "truncated": truncated,
+        "n_tokens": n_tokens, "timings": timings or Timings(), "signals": signals,
+    }
+    if not math.isfinite(best_score):
         return Decision(None, table.fallback_model, 0.0, None, True, Reason.NO_MATCH, 0.0, **common)
     threshold = float(table.thresholds[best])
     margin = best_score - runner_up

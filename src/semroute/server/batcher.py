@@ -1,28 +1,36 @@
 """Dynamic micro-batching: concurrent requests share one encoder call.
 
-One worker thread runs the encoder (never the event loop's thread). While it works, new requests queue; when it
-is free it takes everything queued, up to ``max_batch_size``, and, if ``max_wait_us`` > 0 and the batch is not
-full, waits at most that long for more. With ``max_wait_us = 0`` (the default) a lone request is never delayed:
+One dedicated worker thread runs the encoder (never the event loop's thread). While it works, new requests queue;
+when it is free it takes everything queued, up to ``max_batch_size``, and, if ``max_wait_us`` > 0 and the batch is
+not full, waits at most that long for more. With ``max_wait_us = 0`` (the default) a lone request is never delayed:
 batches form only from requests that arrived while the encoder was busy. The encoder is batch-invariant, so a
 query's decision does not depend on its batch.
 
-Admission control: past ``max_queue`` queued queries, ``submit`` raises OverloadedError at once.
+Why a dedicated thread rather than ``loop.run_in_executor``: a request should cross threads once each way. The
+event loop puts it on a thread-safe queue the worker is blocked on, and the worker hands the finished batch back
+with one ``loop.call_soon_threadsafe``. With an asyncio queue, a batcher task and an executor, the same trip took
+three extra event-loop callbacks and an executor round trip, and every extra wake-up is a chance to wait for a
+core on a busy machine.
+
+Admission control: past ``max_queue`` queued queries, ``submit_many`` raises OverloadedError at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from functools import partial
 
 from ..errors import OverloadedError, UnavailableError
 from ..index import set_threads
 from ..router import Router
 from ..scoring import Decision
+
+_Result = tuple[Decision, int]  # (decision with its queue time, size of the batch it was encoded in)
 
 
 @dataclass
@@ -30,8 +38,11 @@ class _Item:
     text: str
     top_scores: int
     top_neighbours: int
-    future: asyncio.Future[tuple[Decision, int]]
+    future: asyncio.Future[_Result]
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
+
+
+_STOP = None  # sentinel on the queue: the worker exits
 
 
 class MicroBatcher:
@@ -51,12 +62,9 @@ class MicroBatcher:
         self.max_wait_us = max_wait_us
         self.max_queue = max_queue
         self._on_batch = on_batch
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        # OpenMP settings are per thread: FAISS in this worker would otherwise use every core and spin
-        self._executor = ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="semroute-encoder", initializer=set_threads, initargs=(1,)
-        )
-        self._task: asyncio.Task[None] | None = None
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
         self._closed = False
 
     @property
@@ -64,9 +72,11 @@ class MicroBatcher:
         return self._queue.qsize()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="semroute-batcher")
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._work, name="semroute-encoder", daemon=True)
+        self._thread.start()
 
-    async def submit_many(self, texts: list[str], top_scores: int, top_neighbours: int) -> list[tuple[Decision, int]]:
+    async def submit_many(self, texts: list[str], top_scores: int, top_neighbours: int) -> list[_Result]:
         """Queue texts; returns (decision with queue time, batch size) for each. Raises OverloadedError."""
         if self._closed:
             raise UnavailableError("server is shutting down")
@@ -77,18 +87,29 @@ class MicroBatcher:
         loop = asyncio.get_running_loop()
         items = [_Item(t, top_scores, top_neighbours, loop.create_future()) for t in texts]
         for it in items:
-            self._queue.put_nowait(it)
+            self._queue.put(it)
         try:
+            if len(items) == 1:  # the common case: skip gather's extra future and callback
+                return [await items[0].future]
             return list(await asyncio.gather(*(it.future for it in items)))
         except asyncio.CancelledError:
             for it in items:  # deadline passed or client went away: do not encode for nobody
                 it.future.cancel()
             raise
 
-    async def _collect(self) -> list[_Item]:
-        batch = [await self._queue.get()]
-        while len(batch) < self.max_batch_size and not self._queue.empty():
-            batch.append(self._queue.get_nowait())
+    # --- the worker thread ---------------------------------------------------------------------------------
+
+    def _collect(self, first: _Item) -> list[_Item]:
+        batch = [first]
+        try:
+            while len(batch) < self.max_batch_size:
+                it = self._queue.get_nowait()
+                if it is _STOP:
+                    self._queue.put(_STOP)  # let the loop in _work see it after this batch
+                    break
+                batch.append(it)
+        except queue.Empty:
+            pass
         if self.max_wait_us and len(batch) < self.max_batch_size:
             deadline = time.perf_counter() + self.max_wait_us / 1e6
             while len(batch) < self.max_batch_size:
@@ -96,48 +117,81 @@ class MicroBatcher:
                 if left <= 0:
                     break
                 try:
-                    batch.append(await asyncio.wait_for(self._queue.get(), left))
-                except TimeoutError:
+                    it = self._queue.get(timeout=left)
+                except queue.Empty:
                     break
+                if it is _STOP:
+                    self._queue.put(_STOP)
+                    break
+                batch.append(it)
+        # Reading done() from this thread is a benign race: a future cancelled after this check is encoded for
+        # nothing, and _deliver (on the loop) checks again before setting a result.
         return [it for it in batch if not it.future.done()]
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+    def _work(self) -> None:
+        set_threads(1)  # OpenMP settings are per thread: FAISS here would otherwise use every core and spin
+        assert self._loop is not None
+        loop = self._loop
         while True:
-            batch = await self._collect()
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            batch = self._collect(first)
             if not batch:
                 continue
             router = self._get_router()  # the bundle serving now; a reload swaps it between batches
-            texts = [it.text for it in batch]
-            top_s = max(it.top_scores for it in batch)
-            top_n = max(it.top_neighbours for it in batch)
             start = time.perf_counter_ns()
             try:
-                decisions = await loop.run_in_executor(
-                    self._executor, partial(router.route_batch, texts, top_scores=top_s, top_neighbours=top_n)
+                decisions = router.route_batch(
+                    [it.text for it in batch],
+                    top_scores=max(it.top_scores for it in batch),
+                    top_neighbours=max(it.top_neighbours for it in batch),
                 )
-            except Exception as e:  # deliver the error to every waiter; the loop keeps serving
-                for it in batch:
-                    if not it.future.done():
-                        it.future.set_exception(e)
+            except Exception as e:  # deliver the error to every waiter; the worker keeps serving
+                self._post(loop, batch, e)
                 continue
-            if self._on_batch:
-                self._on_batch(len(batch))
-            for it, d in zip(batch, decisions, strict=True):
-                if it.future.done():
-                    continue
-                d = replace(
-                    d,
-                    scores=d.scores[: it.top_scores],
-                    neighbours=d.neighbours[: it.top_neighbours],
-                    timings=replace(d.timings, queue_ns=start - it.enqueued_ns),
+            results = [
+                (
+                    replace(
+                        d,
+                        scores=d.scores[: it.top_scores],
+                        neighbours=d.neighbours[: it.top_neighbours],
+                        timings=replace(d.timings, queue_ns=start - it.enqueued_ns),
+                    ),
+                    len(batch),
                 )
-                it.future.set_result((d, len(batch)))
+                for it, d in zip(batch, decisions, strict=True)
+            ]
+            self._post(loop, batch, results)
+
+    def _post(self, loop: asyncio.AbstractEventLoop, batch: list[_Item], out: list[_Result] | Exception) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+            loop.call_soon_threadsafe(self._deliver, batch, out)
+
+    def _deliver(self, batch: list[_Item], out: list[_Result] | Exception) -> None:
+        """On the event loop: answer every waiter of one batch."""
+        if self._on_batch and not isinstance(out, Exception):
+            self._on_batch(len(batch))
+        for i, it in enumerate(batch):
+            if it.future.done():
+                continue
+            if isinstance(out, Exception):
+                it.future.set_exception(out)
+            else:
+                it.future.set_result(out[i])
 
     async def close(self) -> None:
+        """Stop taking requests, let the worker finish its batch, fail whatever is still queued."""
         self._closed = True
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        self._executor.shutdown(wait=True)
+        if self._thread is None:
+            return
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+        self._thread = None
+        while True:
+            try:
+                it = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if it is not None and not it.future.done():
+                it.future.set_exception(UnavailableError("server is shutting down"))

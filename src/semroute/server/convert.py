@@ -5,13 +5,13 @@ from __future__ import annotations
 from .._proto.semroute.v1 import router_pb2 as pb
 from ..scoring import Decision, Neighbour, Reason, RouteScore, Timings
 
-_REASON_TO_PB = {
+REASON_TO_PB = {
     Reason.MATCHED: pb.REASON_MATCHED,
     Reason.BELOW_THRESHOLD: pb.REASON_BELOW_THRESHOLD,
     Reason.NEGATIVE_MATCH: pb.REASON_NEGATIVE_MATCH,
     Reason.NO_MATCH: pb.REASON_NO_MATCH,
 }
-_PB_TO_REASON = {v: k for k, v in _REASON_TO_PB.items()}
+_PB_TO_REASON = {v: k for k, v in REASON_TO_PB.items()}
 
 
 def decision_to_pb(d: Decision, *, total_ns: int = 0, batch_size: int = 1) -> pb.Decision:
@@ -19,7 +19,7 @@ def decision_to_pb(d: Decision, *, total_ns: int = 0, batch_size: int = 1) -> pb
         model=d.model,
         score=d.score,
         fallback=d.fallback,
-        reason=_REASON_TO_PB[d.reason],
+        reason=REASON_TO_PB[d.reason],
         margin=d.margin,
         scores=[pb.RouteScore(route=s.route, score=s.score) for s in d.scores],
         neighbours=[

@@ -6,6 +6,7 @@ else is a bug: logged with its traceback and answered INTERNAL.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -19,10 +20,11 @@ import grpc
 from .. import __version__
 from .._proto.semroute.v1 import router_pb2 as pb
 from .._proto.semroute.v1 import router_pb2_grpc as pb_grpc
-from ..errors import RequestError, SemrouteError, grpc_status
+from ..errors import DeadlineExceededError, RequestError, SemrouteError, grpc_status
 from ..router import Router
+from ..scoring import Decision, Reason
 from .batcher import MicroBatcher
-from .convert import decision_to_pb
+from .convert import REASON_TO_PB, decision_to_pb
 from .metrics import Metrics
 
 log = logging.getLogger("semroute.server")
@@ -30,6 +32,7 @@ log = logging.getLogger("semroute.server")
 _LABEL = re.compile(r"^[A-Za-z0-9_.:\-]{0,64}$")
 _MAX_TOP = 100
 T = TypeVar("T")
+_REASON_NAME = {r: pb.Reason.Name(v) for r, v in REASON_TO_PB.items()}
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,15 @@ def _check_metadata(field: str, md: pb.RequestMetadata) -> None:
         raise RequestError(f"{field}.request_id", "must be at most 128 printable characters")
 
 
+def _check_deadline(context: grpc.aio.ServicerContext, when: str) -> None:
+    # Checked before the encoder (a request whose deadline has passed is not worth an encoder call) and after it (a
+    # late answer is answered DEADLINE_EXCEEDED): on a busy machine gRPC's own deadline timers can fire after the
+    # answer is sent, and the client would then get a success past its deadline.
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceededError(f"the request's deadline passed {when}")
+
+
 def _options(opts: pb.RouteOptions) -> tuple[int, int]:
     top_s = opts.top_scores if opts.HasField("top_scores") else 5
     top_n = opts.top_neighbours if opts.HasField("top_neighbours") else 3
@@ -74,6 +86,9 @@ class RouterService(pb_grpc.RouterServicer):
         self._batcher = batcher
         self._limits = limits
         self._metrics = metrics
+        self._stage_hists = [metrics.stage.labels(s) for s in ("queue", "tokenize", "encode", "search", "score")]
+        self._decision_counters: dict[tuple[str, Reason], Any] = {}
+        self._rpc_metrics: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
         self.in_flight = 0  # RPCs being handled now; shutdown waits for this to stay at 0
 
     async def _guard(self, method: str, context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T]]) -> T:
@@ -91,18 +106,32 @@ class RouterService(pb_grpc.RouterServicer):
             await context.abort(code, "internal error; see the server log")
         finally:
             self.in_flight -= 1
-            self._metrics.requests.labels(method, code.name).inc()
-            self._metrics.latency.labels(method).observe(time.perf_counter() - start)
+            # bookkeeping after the answer is on its way (the next turn of the event loop), not in front of it
+            asyncio.get_running_loop().call_soon(self._record_rpc, method, code, time.perf_counter() - start)
         raise AssertionError("unreachable")  # context.abort raises
 
-    def _observe(self, decisions: list[pb.Decision]) -> None:
+    def _record_rpc(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        children = self._rpc_metrics.get((method, code))
+        if children is None:  # labels() takes a lock and builds a key: look each child up once
+            m = self._metrics
+            children = self._rpc_metrics[(method, code)] = (
+                m.requests.labels(method, code.name), m.latency.labels(method)
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def _observe(self, decisions: list[Decision]) -> None:
         m = self._metrics
         for d in decisions:
-            m.decisions.labels(d.route if d.HasField("route") else "fallback", pb.Reason.Name(d.reason)).inc()
+            key = (d.route or "fallback", d.reason)
+            counter = self._decision_counters.get(key)
+            if counter is None:  # labels() takes a lock and builds a key: look each child up once
+                counter = self._decision_counters[key] = m.decisions.labels(key[0], _REASON_NAME[d.reason])
+            counter.inc()
             t = d.timings
-            for stage, ns in (("queue", t.queue_ns), ("tokenize", t.tokenize_ns), ("encode", t.encode_ns),
-                              ("search", t.search_ns), ("score", t.score_ns)):
-                m.stage.labels(stage).observe(ns / 1e9)
+            for hist, ns in zip(self._stage_hists, (t.queue_ns, t.tokenize_ns, t.encode_ns, t.search_ns,
+                                                    t.score_ns), strict=True):
+                hist.observe(ns / 1e9)
         m.queue_depth.set(self._batcher.depth)
 
     async def _decide(self, texts: list[str], opts: pb.RouteOptions, received_ns: int) -> list[pb.Decision]:
@@ -110,7 +139,9 @@ class RouterService(pb_grpc.RouterServicer):
         results = await self._batcher.submit_many(texts, top_s, top_n)
         total = time.perf_counter_ns() - received_ns
         out = [decision_to_pb(d, total_ns=total, batch_size=b) for d, b in results]
-        self._observe(out)
+        # Metrics are bookkeeping, not part of the answer: record them after the response has been handed to
+        # gRPC (the next turn of the event loop) rather than in front of it.
+        asyncio.get_running_loop().call_soon(self._observe, [d for d, _ in results])
         return out
 
     async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteResponse:
@@ -119,7 +150,9 @@ class RouterService(pb_grpc.RouterServicer):
         async def run() -> pb.RouteResponse:
             _check_text("text", request.text, self._limits.max_text_chars)
             _check_metadata("metadata", request.metadata)
+            _check_deadline(context, "before it reached the encoder; nothing was encoded")
             (d,) = await self._decide([request.text], request.options, received)
+            _check_deadline(context, "while it was being answered")
             return pb.RouteResponse(decision=d, request_id=request.metadata.request_id)
 
         return await self._guard("Route", context, run)
@@ -141,7 +174,9 @@ class RouterService(pb_grpc.RouterServicer):
             for i, q in enumerate(request.queries):
                 _check_text(f"queries[{i}].text", q.text, self._limits.max_text_chars)
                 _check_metadata(f"queries[{i}].metadata", q.metadata)
+            _check_deadline(context, "before it reached the encoder; nothing was encoded")
             ds = await self._decide([q.text for q in request.queries], request.options, received)
+            _check_deadline(context, "while it was being answered")
             return pb.RouteBatchResponse(decisions=ds)
 
         return await self._guard("RouteBatch", context, run)

@@ -1,0 +1,122 @@
+"""The micro-batcher on its own: a scripted router stands in for the encoder, so batching, errors, cancellation and
+shutdown can be driven exactly (the server tests cover the same paths through real gRPC)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from semroute.errors import UnavailableError
+from semroute.scoring import Decision, Reason
+from semroute.server.batcher import MicroBatcher
+
+
+class ScriptedRouter:
+    """Answers each text with a decision naming it; blocks each batch until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+        self.fail_with: Exception | None = None
+
+    def route_batch(self, texts: Sequence[str], *, top_scores: int = 5, top_neighbours: int = 3) -> list[Decision]:
+        self.batches.append(list(texts))
+        self.started.set()
+        assert self.release.wait(10)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return [Decision(t, "m", 1.0, 0.5, False, Reason.MATCHED, 1.0, [], [], "v") for t in texts]
+
+
+async def _started(router: ScriptedRouter) -> None:
+    assert await asyncio.to_thread(router.started.wait, 10)
+
+
+def test_requests_arriving_while_the_encoder_works_share_one_batch() -> None:
+    router = ScriptedRouter()
+
+    async def run() -> list[tuple[Decision, int]]:
+        batcher = MicroBatcher(lambda: router)  # type: ignore[arg-type, return-value]
+        batcher.start()
+        router.release.clear()
+        first = asyncio.ensure_future(batcher.submit_many(["a"], 5, 3))
+        await _started(router)  # the worker is busy with "a": the next five queue behind it
+        rest = [asyncio.ensure_future(batcher.submit_many([t], 5, 3)) for t in "bcdef"]
+        await asyncio.sleep(0.05)
+        router.release.set()
+        out = [(await first)[0]] + [(await r)[0] for r in rest]
+        await batcher.close()
+        return out
+
+    out = asyncio.run(run())
+    assert router.batches == [["a"], ["b", "c", "d", "e", "f"]]
+    assert [d.route for d, _ in out] == list("abcdef")  # each waiter gets its own answer
+    assert [b for _, b in out] == [1, 5, 5, 5, 5, 5]
+    assert all(d.timings.queue_ns >= 0 for d, _ in out)
+
+
+def test_an_error_reaches_every_waiter_and_the_worker_keeps_serving() -> None:
+    router = ScriptedRouter()
+
+    async def run() -> None:
+        batcher = MicroBatcher(lambda: router)  # type: ignore[arg-type, return-value]
+        batcher.start()
+        router.fail_with = RuntimeError("encoder broke")
+        with pytest.raises(RuntimeError, match="encoder broke"):
+            await batcher.submit_many(["x", "y"], 5, 3)
+        router.fail_with = None
+        ((d, _),) = await batcher.submit_many(["z"], 5, 3)
+        assert d.route == "z"
+        await batcher.close()
+
+    asyncio.run(run())
+
+
+def test_a_cancelled_request_is_not_encoded() -> None:
+    router = ScriptedRouter()
+
+    async def run() -> None:
+        batcher = MicroBatcher(lambda: router)  # type: ignore[arg-type, return-value]
+        batcher.start()
+        router.release.clear()
+        busy = asyncio.ensure_future(batcher.submit_many(["busy"], 5, 3))
+        await _started(router)
+        gone = asyncio.ensure_future(batcher.submit_many(["gone"], 5, 3))
+        kept = asyncio.ensure_future(batcher.submit_many(["kept"], 5, 3))
+        await asyncio.sleep(0.01)
+        gone.cancel()  # e.g. the client's deadline passed while it queued
+        await asyncio.sleep(0.01)
+        router.release.set()
+        await busy
+        assert (await kept)[0][0].route == "kept"
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        await batcher.close()
+
+    asyncio.run(run())
+    assert ["gone"] not in router.batches and all("gone" not in b for b in router.batches)
+
+
+def test_close_finishes_the_running_batch_then_refuses_new_requests() -> None:
+    router = ScriptedRouter()
+
+    async def run() -> None:
+        batcher = MicroBatcher(lambda: router)  # type: ignore[arg-type, return-value]
+        batcher.start()
+        router.release.clear()
+        running = asyncio.ensure_future(batcher.submit_many(["running"], 5, 3))
+        await _started(router)
+        closing = asyncio.ensure_future(batcher.close())
+        await asyncio.sleep(0.01)
+        with pytest.raises(UnavailableError):
+            await batcher.submit_many(["late"], 5, 3)
+        router.release.set()
+        await closing
+        assert (await running)[0][0].route == "running"
+
+    asyncio.run(run())
