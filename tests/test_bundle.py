@@ -160,3 +160,25 @@ def test_fallback_utterances_veto_and_train_the_head(scorer: str, enc: OnnxEncod
     # without the fallback examples, the same routes (threshold 0) would have routed the weather query
     plain_out, _ = build_bundle(load_routes([tmp_path / "plain.yaml"]), enc, encoder_dir, tmp_path / "plain")
     assert Router.load(plain_out).route(query).reason.value == "matched"
+
+
+def test_head_weight_blends_knn_and_head(enc: OnnxEncoder, encoder_dir: Path, tmp_path: Path) -> None:
+    query = "I think my card was charged twice, can I get a refund"
+    scores = {}
+    for name, defaults in [("knn", "{threshold: 0.0, scorer: knn}"),
+                           ("w0", "{threshold: 0.0, head_weight: 0}"),
+                           ("w1", "{threshold: 0.0, head_weight: 1, head_l2: 0.001}"),
+                           ("half", "{threshold: 0.0}")]:
+        (tmp_path / f"{name}.yaml").write_text(ROUTES.replace("defaults: {threshold: 0.4}", f"defaults: {defaults}"))
+        out, _ = build_bundle(load_routes([tmp_path / f"{name}.yaml"]), enc, encoder_dir, tmp_path / name)
+        router = Router.load(out)
+        scores[name] = {s.route: s.score for s in router.route(query).scores}
+        if name == "w1":
+            settings = json.loads((out / "manifest.json").read_text())["settings"]
+            assert settings["head_weight"] == 1.0 and settings["head_l2"] == 0.001  # recorded in the bundle
+            probs = router.bundle.head.probabilities(enc.encode([query]).vectors)[0]  # type: ignore[union-attr]
+    # weight 0: the kNN scores exactly; weight 1: the head's probabilities; the default: their mean
+    assert scores["w0"] == pytest.approx(scores["knn"])
+    assert scores["w1"] == pytest.approx({"billing": float(probs[0]), "coding": float(probs[1])})
+    assert scores["w1"]["billing"] + scores["w1"]["coding"] <= 1.0 + 1e-6
+    assert scores["half"]["billing"] > scores["half"]["coding"]

@@ -113,6 +113,33 @@ def test_learned_scorer_end_to_end(small_clinc: dict[str, Path], encoder_dir: Pa
     assert json.loads(r.stdout)["in_scope_accuracy"] > 0.8
 
 
+
+def test_weakly_regularised_head_is_decisive_on_held_out_queries(small_clinc: dict[str, Path], encoder_dir: Path,
+                                                                  tmp_path: Path) -> None:
+    """The head alone (head_weight 1) at the default L2 penalty against the former 1e-4, on CLINC150 val queries."""
+    from semroute.router import Router
+
+    val = [json.loads(line) for line in small_clinc["val"].read_text().splitlines()]
+    val = [v for v in val if v["route"] is not None]
+    acc, p_right = {}, {}
+    for l2 in (1e-6, 1e-4):
+        doc = yaml.safe_load((small_clinc["dir"] / "routes.yaml").read_text())
+        doc["defaults"] = {"threshold": 0.0, "head_weight": 1, "head_l2": l2}
+        (tmp_path / f"{l2}.yaml").write_text(yaml.safe_dump(doc))
+        r = cli("build-index", str(tmp_path / f"{l2}.yaml"), "--out", str(tmp_path / f"b{l2}"),
+                "--encoder", str(encoder_dir))
+        assert r.returncode == 0, r.stderr
+        router = Router.load(tmp_path / f"b{l2}")
+        decisions = router.route_batch([v["text"] for v in val], top_scores=len(INTENTS))
+        acc[l2] = np.mean([d.route == v["route"] for d, v in zip(decisions, val, strict=True)])
+        p_right[l2] = np.mean([next(s.score for s in d.scores if s.route == v["route"])
+                               for d, v in zip(decisions, val, strict=True)])
+    # the former penalty shrank the weights until every route looked alike (CLINC150, 150 routes: val accuracy of
+    # the head 94.5% -> 95.9%); on 12 routes both classify almost perfectly, and the weak one is surer of it
+    assert acc[1e-6] >= acc[1e-4] >= 0.95
+    assert p_right[1e-6] > 0.98 and p_right[1e-6] > p_right[1e-4] + 0.02  # measured: 0.989 vs 0.947
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [

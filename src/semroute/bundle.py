@@ -149,7 +149,7 @@ def build_bundle(
     if routeset.defaults.scorer == "logistic":
         names = {r.name: i for i, r in enumerate(routeset.routes)}
         labels = np.array([-1 if r["negative"] else names[r["route"]] for r in rows], dtype=np.int64)
-        head = fit_head(vectors, labels, len(routeset.routes))
+        head = fit_head(vectors, labels, len(routeset.routes), l2=routeset.defaults.head_l2)
 
     routes_doc: dict[str, Any] = {
         "fallback_model": routeset.fallback_model,

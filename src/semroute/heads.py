@@ -3,9 +3,10 @@ the embeddings. Negative utterances train an extra "none of these routes" class,
 from the routes they resemble.
 
 The decision score for route r combines the head's confidence with the nearest-neighbour score:
-    score_r = (1 - HEAD_WEIGHT) * knn_r + HEAD_WEIGHT * p_r
-so out-of-scope queries need both a close example and a confident head to clear a threshold. Fitting is plain
-numpy (full-batch gradient descent with Adam), deterministic, and takes seconds for 15,000 utterances.
+    score_r = (1 - head_weight) * knn_r + head_weight * p_r
+so out-of-scope queries need both a close example and a confident head to clear a threshold. ``head_weight`` and
+the head's L2 penalty ``head_l2`` are route-file defaults (routes.Defaults). Fitting is plain numpy (full-batch
+gradient descent with Adam), deterministic, and takes seconds for 15,000 utterances.
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-HEAD_WEIGHT = 0.5
 _EPOCHS = 300
 _LR = 0.05
-_L2 = 1e-4
 _SCALE = 20.0  # logits on unit vectors need a temperature; learned weights start from scaled centroids
 
 
@@ -46,9 +45,10 @@ class LogisticHead:
 
 
 def fit_head(
-    vectors: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], n_routes: int, *, seed: int = 0
+    vectors: npt.NDArray[np.float32], labels: npt.NDArray[np.int64], n_routes: int, *, l2: float = 1e-6
 ) -> LogisticHead:
-    """labels: route index per row, or -1 for a negative utterance (the "none" class)."""
+    """labels: route index per row, or -1 for a negative utterance (the "none" class). ``l2``: the weight penalty
+    (on the mean class-balanced log-loss)."""
     has_none = bool((labels < 0).any())
     k = n_routes + (1 if has_none else 0)
     y = np.where(labels < 0, n_routes, labels)
@@ -70,7 +70,7 @@ def fit_head(
         p = np.exp(z)
         p /= p.sum(1, keepdims=True)
         g = (p - onehot) * cw / n
-        gw = x.T @ g + _L2 * w
+        gw = x.T @ g + l2 * w
         gb = g.sum(0)
         mw = b1 * mw + (1 - b1) * gw
         vw = b2 * vw + (1 - b2) * gw * gw

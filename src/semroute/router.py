@@ -20,7 +20,6 @@ import numpy.typing as npt
 from .bundle import Bundle, load_bundle
 from .encoder import Encoder, OnnxEncoder
 from .errors import BundleError, RequestError
-from .heads import HEAD_WEIGHT
 from .scoring import Decision, Neighbour, Timings, decide, fallback_similarity, route_scores
 
 
@@ -86,7 +85,11 @@ class Router:
             knn, pos_max, neg_max = route_scores(table, sims, ids, self._defaults.aggregation, self._defaults.top_k)
             scores = knn
             if probs is not None:  # the learned scorer: blend the head's confidence into the kNN score
-                scores = (1 - HEAD_WEIGHT) * knn + HEAD_WEIGHT * probs[q]
+                # a route with no retrieved hit stays out (-inf) whatever the weight (0 * -inf would be nan)
+                hit = np.isfinite(knn)
+                w = self._defaults.head_weight
+                scores = np.full_like(knn, -np.inf)
+                scores[hit] = (1 - w) * knn[hit] + w * probs[q][hit]
             order = np.argsort(-scores, kind="stable")
             signals = _signals(scores, knn, probs[q] if probs is not None else None, sims, ids, order)
             scored.append(_Scored(scores, pos_max, neg_max, order, signals))
