@@ -1,8 +1,14 @@
 """The FAISS index of utterance embeddings: choice of index type, build, search.
 
 Inner product over unit vectors is cosine similarity. Exact search (``Flat``) up to ``EXACT_MAX`` vectors; past that
-an HNSW graph with a build setting high enough for recall@10 >= 0.98 (FAISS's default efConstruction of 40 gave
-0.49-0.83 at 1M). The choice can be overridden with any FAISS index-factory string.
+an HNSW graph over half-precision vectors (``ANN_FACTORY``). Any FAISS index-factory string overrides the choice;
+the search-time effort (HNSW ``efSearch``, IVF ``nprobe``) is applied at build and again at load, so a bundle built
+before a default changed searches with today's setting.
+
+How the defaults were chosen (benchmarks/index_scale.py; synthetic vectors shaped like CLINC150's embeddings, 1,000
+queries, search on one thread as the server does, build on two; recall@10 against exact search; "cpu" is the
+search thread's CPU time, which the shared 2-core benchmark machine did not inflate the way it did wall-clock p99):
+(table to follow once the 1M measurements are in)
 """
 
 from __future__ import annotations
@@ -16,16 +22,17 @@ import numpy.typing as npt
 
 from .errors import BundleError
 
-# Exact search over 20k x 384 takes well under 1 ms on one core; past that HNSW is faster at equal recall.
 EXACT_MAX = 20_000
-HNSW_FACTORY = "HNSW32,Flat"
-HNSW_EF_CONSTRUCTION = 200
-# efSearch 64: recall@10 0.9998 at 100k with p99 0.69 ms; 128 gave 1.0 at p99 1.17 ms (benchmarks/index_scale.py)
-HNSW_EF_SEARCH = 64
+ANN_FACTORY = "HNSW32,SQfp16"
+HNSW_EF_CONSTRUCTION = 100
+HNSW_EF_SEARCH = 128
+# For IVF overrides ("IVF4096_HNSW32,Flat"): lists searched per query, and the HNSW coarse quantizer's effort.
+IVF_NPROBE = 32
+IVF_QUANTIZER_EF_SEARCH = 64
 
 
 def choose_factory(n_vectors: int) -> str:
-    return "Flat" if n_vectors <= EXACT_MAX else HNSW_FACTORY
+    return "Flat" if n_vectors <= EXACT_MAX else ANN_FACTORY
 
 
 @dataclass(frozen=True)
@@ -59,8 +66,7 @@ class VectorIndex:
         if not index.is_trained:
             index.train(x)
         index.add(x)
-        if hnsw is not None:
-            hnsw.efSearch = HNSW_EF_SEARCH
+        _apply_search_defaults(index)
         return cls(index, factory)
 
     @classmethod
@@ -71,9 +77,7 @@ class VectorIndex:
             index = faiss.read_index(str(path))
         except RuntimeError as e:
             raise BundleError(f"{path}: FAISS cannot read the index ({str(e).splitlines()[0]})") from e
-        hnsw = _hnsw(index)
-        if hnsw is not None:
-            hnsw.efSearch = HNSW_EF_SEARCH
+        _apply_search_defaults(index)
         return cls(index, factory)
 
     def save(self, path: Path) -> None:
@@ -86,6 +90,23 @@ class VectorIndex:
         hnsw = _hnsw(self._index)
         if hnsw is not None and ef is not None:
             hnsw.efSearch = ef
+
+    def set_nprobe(self, nprobe: int | None) -> None:
+        """IVF lists searched per query (more: higher recall, slower); ignored by other index types."""
+        ivf = _ivf(self._index)
+        if ivf is not None and nprobe is not None:
+            ivf.nprobe = nprobe
+
+    @property
+    def search_params(self) -> dict[str, int]:
+        """The search-time effort in force: ``efSearch`` and/or ``nprobe``; empty for exact search."""
+        out = {}
+        hnsw, ivf = _hnsw(self._index), _ivf(self._index)
+        if hnsw is not None:
+            out["ef_search"] = int(hnsw.efSearch)
+        if ivf is not None:
+            out["nprobe"] = int(ivf.nprobe)
+        return out
 
     @property
     def ntotal(self) -> int:
@@ -102,12 +123,32 @@ class VectorIndex:
         return Hits(similarities=sims, ids=ids.astype(np.int64))
 
 
+def _apply_search_defaults(index: Any) -> None:
+    hnsw, ivf = _hnsw(index), _ivf(index)
+    if hnsw is not None:
+        hnsw.efSearch = HNSW_EF_SEARCH
+    if ivf is not None:
+        ivf.nprobe = IVF_NPROBE
+        quantizer = _hnsw(ivf.quantizer)
+        if quantizer is not None:
+            quantizer.efSearch = IVF_QUANTIZER_EF_SEARCH
+
+
 def _hnsw(index: Any) -> Any:
     import faiss
 
     try:
         return faiss.downcast_index(index).hnsw  # type: ignore[attr-defined]
     except AttributeError:
+        return None
+
+
+def _ivf(index: Any) -> Any:
+    import faiss
+
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
         return None
 
 
