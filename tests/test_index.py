@@ -12,9 +12,12 @@ from semroute.index import (
     ANN_FACTORY,
     EXACT_MAX,
     HNSW_EF_SEARCH,
+    HNSW_EF_SEARCH_LARGE,
+    HNSW_EF_SEARCH_LARGE_FROM,
     IVF_NPROBE,
     VectorIndex,
     choose_factory,
+    default_ef_search,
 )
 
 
@@ -26,6 +29,11 @@ def _vectors(n: int, seed: int = 0) -> np.ndarray:
 def test_exact_up_to_exact_max_then_ann() -> None:
     assert choose_factory(1) == choose_factory(EXACT_MAX) == "Flat"
     assert choose_factory(EXACT_MAX + 1) == ANN_FACTORY
+
+
+def test_search_effort_grows_with_the_index() -> None:
+    assert default_ef_search(EXACT_MAX + 1) == HNSW_EF_SEARCH
+    assert default_ef_search(HNSW_EF_SEARCH_LARGE_FROM) == HNSW_EF_SEARCH_LARGE > HNSW_EF_SEARCH
 
 
 @pytest.mark.parametrize(
