@@ -28,6 +28,9 @@ p99; 2026-11-25, load average 5-6 on 2 cores throughout, so all timings are pess
   So at 1M recall@10 0.98 costs about 1.3-2 ms p99 on this machine: the target of 1 ms is missed by ~2x. The misses
   are near-ties: at efSearch 192, a missed neighbour is a median 0.008 (90th percentile 0.023) cosine below the
   10th returned, where a query has a median 12 vectors within 0.01 of its 10th neighbour.
+- The full index suite with these defaults (python -m benchmarks --full --suites index, 08:25-08:51 UTC): 1M
+  vectors built in 675 s into 992 MB; efSearch 256: recall@10 0.984, p50 1.30 ms, p99 1.74 ms; efSearch 128:
+  0.975, p99 0.95 ms. 100k: efSearch 128: 0.992, p50 0.48 ms, CPU p99 0.89 ms; built in 114 s.
 - efSearch grows with the index: 128 up to ``HNSW_EF_SEARCH_LARGE_FROM`` vectors (recall@10 0.987 at 200k),
   256 beyond (0.983 at 1M); it is applied at build and at load, from the index's size.
 """
