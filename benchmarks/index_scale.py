@@ -76,7 +76,7 @@ def synthetic(n: int, n_q: int, dim: int = 384, seed: int = 0) -> tuple[np.ndarr
 
 # (factory, efSearch or nprobe override or None, why it is in the table): the alternatives to the default
 ALTERNATIVES = [
-    ("HNSW32,Flat", None, "float32 vectors: more memory, slower build, no better recall"),
+    ("HNSW32,Flat", None, "float32 vectors: more memory, no better recall"),
     ("HNSW32,SQ8", None, "8-bit vectors: least memory, lower recall at equal effort"),
     ("HNSW16,SQfp16", None, "fewer links: faster build, lower recall at equal effort"),
 ]

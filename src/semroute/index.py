@@ -11,13 +11,14 @@ exact search; "cpu" is the search thread's CPU time, which the shared 2-core mac
 p99; 2026-11-25, load average 5-6 on 2 cores throughout, so all timings are pessimistic):
 
 - Exact search, one thread (CPU ms p50 / p99): 10k 0.52 / 0.79, 12k 0.79 / 1.07, 15k 0.80 / 1.06, 20k 1.05 / 1.46.
-  It stops meeting ~1 ms p99 past ~10k, so ``EXACT_MAX`` is 10k; at 10k the ANN default answers in 0.34 ms p99 with
-  recall@10 0.999 and builds in 8 s.
+  It stops meeting ~1 ms p99 past ~10k, so ``EXACT_MAX`` is 10k; at 10k the ANN default answers in 0.34 ms CPU p99
+  with recall@10 0.999 and builds in 8 s.
 - 200k vectors, efConstruction 100 (build s / MB / recall@10 and CPU p99 ms at efSearch 128):
   HNSW32,Flat 270 / 345 / 0.987, 1.02; HNSW32,SQfp16 91 / 198 / 0.987, 0.87; HNSW32,SQ8 34 / 125 / 0.982, 0.75;
   HNSW16,Flat 136 / 320 / 0.981, 0.95; IVF2048_HNSW32,Flat 22 / 298 / 0.984 at nprobe 32, 0.68.
-  Half-precision storage loses no recall against float32, halves the memory and searches faster; 8-bit storage
-  costs recall that more effort does not buy back at 1M (below).
+  (Build times here were taken under changing load; in the full suite at 100k, HNSW32,Flat and HNSW32,SQfp16 both
+  built in ~115 s.) Half-precision storage loses no recall against float32, takes ~60% of the memory and searches
+  a little faster; 8-bit storage costs recall at equal effort (at 1M, efSearch 192: 0.974 against 0.979).
 - 1M vectors (build s / MB; recall@10 and CPU p50 / p99 ms by search effort):
   HNSW32,SQfp16 (default): 828 s / 992 MB; efSearch 128: 0.972, 0.58 / 0.91; 192: 0.979, 0.89 / 1.29;
   224: 0.982, 1.14 / 1.62; 256: 0.983, 1.30 / 1.96; 320: 0.987, 1.48 / 1.80.
@@ -25,7 +26,8 @@ p99; 2026-11-25, load average 5-6 on 2 cores throughout, so all timings are pess
   +1.5 GB for the float vectors).
   IVF4096_HNSW32,Flat (trained on 160k): 149 s / 1480 MB; nprobe 32: 0.942, 1.95 / 3.16; 96: 0.976, 4.27 / 6.06.
   HNSW32 at efConstruction 200 (the previous default) took 1471 s to build at 1M in the last full run.
-  So at 1M recall@10 0.98 costs about 1.3-2 ms p99 on this machine: the target of 1 ms is missed by ~2x. The misses
+  IVF is the cheapest to build and competitive up to ~200k, but at 1M it needs 3x HNSW's time for less recall.
+  So at 1M recall@10 0.98 costs 1.6-2 ms p99 on this machine: the 1 ms target is missed by ~1.7x. The misses
   are near-ties: at efSearch 192, a missed neighbour is a median 0.008 (90th percentile 0.023) cosine below the
   10th returned, where a query has a median 12 vectors within 0.01 of its 10th neighbour.
 - The full index suite with these defaults (python -m benchmarks --full --suites index, 08:25-08:51 UTC): 1M
