@@ -26,7 +26,7 @@ p99; 2026-11-25, load average 5-6 on 2 cores throughout, so all timings are pess
   +1.5 GB for the float vectors).
   IVF4096_HNSW32,Flat (trained on 160k): 149 s / 1480 MB; nprobe 32: 0.942, 1.95 / 3.16; 96: 0.976, 4.27 / 6.06.
   HNSW32 at efConstruction 200 (the previous default) took 1471 s to build at 1M in the last full run.
-  IVF is the cheapest to build and competitive up to ~200k, but at 1M it needs 3x HNSW's time for less recall.
+  IVF is the cheapest to build and competitive up to ~200k, but at 1M it needs ~5x HNSW's time for less recall.
   So at 1M recall@10 0.98 costs 1.6-2 ms p99 on this machine: the 1 ms target is missed by ~1.7x. The misses
   are near-ties: at efSearch 192, a missed neighbour is a median 0.008 (90th percentile 0.023) cosine below the
   10th returned, where a query has a median 12 vectors within 0.01 of its 10th neighbour.
