@@ -49,12 +49,14 @@ def test_quick_mode_writes_complete_results(tmp_path: Path, monkeypatch: pytest.
 def test_index_scale_quick(tmp_path: Path) -> None:
     from benchmarks import index_scale
     from benchmarks._common import Mode
+    from semroute.index import ANN_FACTORY, HNSW_EF_SEARCH
 
     res = index_scale.run(Mode(quick=True))
     rows = res["rows"]
     assert {r["vectors"] for r in rows} == {1_000, 10_000, 50_000}
     for r in rows:
         assert 0.0 <= r["recall_at_10"] <= 1.0
+        assert r["index_mb"] > 0 and 0 < r["median_ms"] <= r["p99_ms"] and r["cpu_p99_ms"] > 0
         if r["factory"] == "Flat":
             assert r["recall_at_10"] == 1.0  # exact search is its own ground truth
-    assert "| 50,000 | HNSW32,Flat (efSearch 64) | yes |" in index_scale.table(res)
+    assert f"| 50,000 | {ANN_FACTORY} | efSearch {HNSW_EF_SEARCH} | yes |" in index_scale.table(res)

@@ -1,8 +1,40 @@
 """The FAISS index of utterance embeddings: choice of index type, build, search.
 
 Inner product over unit vectors is cosine similarity. Exact search (``Flat``) up to ``EXACT_MAX`` vectors; past that
-an HNSW graph with a build setting high enough for recall@10 >= 0.98 (FAISS's default efConstruction of 40 gave
-0.49-0.83 at 1M). The choice can be overridden with any FAISS index-factory string.
+an HNSW graph over half-precision vectors (``ANN_FACTORY``). Any FAISS index-factory string overrides the choice;
+the search-time effort (HNSW ``efSearch``, IVF ``nprobe``) is applied at build and again at load, so a bundle built
+before a default changed searches with today's setting.
+
+How the defaults were chosen (synthetic vectors shaped like CLINC150's embeddings, see benchmarks/index_scale.py;
+1,000 queries searched one at a time on one thread as the server does; builds on two threads; recall@10 against
+exact search; "cpu" is the search thread's CPU time, which the shared 2-core machine inflated less than wall-clock
+p99; 2026-11-25, load average 5-6 on 2 cores throughout, so all timings are pessimistic):
+
+- Exact search, one thread (CPU ms p50 / p99): 10k 0.52 / 0.79, 12k 0.79 / 1.07, 15k 0.80 / 1.06, 20k 1.05 / 1.46.
+  It stops meeting ~1 ms p99 past ~10k, so ``EXACT_MAX`` is 10k; at 10k the ANN default answers in 0.34 ms CPU p99
+  with recall@10 0.999 and builds in 8 s.
+- 200k vectors, efConstruction 100 (build s / MB / recall@10 and CPU p99 ms at efSearch 128):
+  HNSW32,Flat 270 / 345 / 0.987, 1.02; HNSW32,SQfp16 91 / 198 / 0.987, 0.87; HNSW32,SQ8 34 / 125 / 0.982, 0.75;
+  HNSW16,Flat 136 / 320 / 0.981, 0.95; IVF2048_HNSW32,Flat 22 / 298 / 0.984 at nprobe 32, 0.68.
+  (Build times here were taken under changing load; in the full suite at 100k, HNSW32,Flat and HNSW32,SQfp16 both
+  built in ~115 s.) Half-precision storage loses no recall against float32, takes ~60% of the memory and searches
+  a little faster; 8-bit storage costs recall at equal effort (at 1M, efSearch 192: 0.974 against 0.979).
+- 1M vectors (build s / MB; recall@10 and CPU p50 / p99 ms by search effort):
+  HNSW32,SQfp16 (default): 828 s / 992 MB; efSearch 128: 0.972, 0.58 / 0.91; 192: 0.979, 0.89 / 1.29;
+  224: 0.982, 1.14 / 1.62; 256: 0.983, 1.30 / 1.96; 320: 0.987, 1.48 / 1.80.
+  HNSW32,SQ8: 1018 s / 626 MB; efSearch 192: 0.974, 0.96 / 1.47 (0.980 with exact re-ranking of the top 20, at
+  +1.5 GB for the float vectors).
+  IVF4096_HNSW32,Flat (trained on 160k): 149 s / 1480 MB; nprobe 32: 0.942, 1.95 / 3.16; 96: 0.976, 4.27 / 6.06.
+  HNSW32 at efConstruction 200 (the previous default) took 1471 s to build at 1M in the last full run.
+  IVF is the cheapest to build and competitive up to ~200k, but at 1M it needs ~5x HNSW's time for less recall.
+  So at 1M recall@10 0.98 costs 1.6-2 ms p99 on this machine: the 1 ms target is missed by ~1.7x. The misses
+  are near-ties: at efSearch 192, a missed neighbour is a median 0.008 (90th percentile 0.023) cosine below the
+  10th returned, where a query has a median 12 vectors within 0.01 of its 10th neighbour.
+- The full index suite with these defaults (python -m benchmarks --full --suites index, 08:25-08:51 UTC): 1M
+  vectors built in 675 s into 992 MB; efSearch 256: recall@10 0.984, p50 1.30 ms, p99 1.74 ms; efSearch 128:
+  0.975, p99 0.95 ms. 100k: efSearch 128: 0.992, p50 0.48 ms, CPU p99 0.89 ms; built in 114 s.
+- efSearch grows with the index: 128 up to ``HNSW_EF_SEARCH_LARGE_FROM`` vectors (recall@10 0.987 at 200k),
+  256 beyond (0.983 at 1M); it is applied at build and at load, from the index's size.
 """
 
 from __future__ import annotations
@@ -16,16 +48,24 @@ import numpy.typing as npt
 
 from .errors import BundleError
 
-# Exact search over 20k x 384 takes well under 1 ms on one core; past that HNSW is faster at equal recall.
-EXACT_MAX = 20_000
-HNSW_FACTORY = "HNSW32,Flat"
-HNSW_EF_CONSTRUCTION = 200
-# efSearch 64: recall@10 0.9998 at 100k with p99 0.69 ms; 128 gave 1.0 at p99 1.17 ms (benchmarks/index_scale.py)
-HNSW_EF_SEARCH = 64
+EXACT_MAX = 10_000
+ANN_FACTORY = "HNSW32,SQfp16"
+HNSW_EF_CONSTRUCTION = 100
+HNSW_EF_SEARCH = 128
+HNSW_EF_SEARCH_LARGE = 256
+HNSW_EF_SEARCH_LARGE_FROM = 300_000
+# For IVF overrides ("IVF4096_HNSW32,Flat"): lists searched per query, and the HNSW coarse quantizer's effort.
+IVF_NPROBE = 32
+IVF_QUANTIZER_EF_SEARCH = 64
 
 
 def choose_factory(n_vectors: int) -> str:
-    return "Flat" if n_vectors <= EXACT_MAX else HNSW_FACTORY
+    return "Flat" if n_vectors <= EXACT_MAX else ANN_FACTORY
+
+
+def default_ef_search(n_vectors: int) -> int:
+    """The HNSW search effort for an index of this size (more vectors need more to keep recall@10 >= 0.98)."""
+    return HNSW_EF_SEARCH if n_vectors < HNSW_EF_SEARCH_LARGE_FROM else HNSW_EF_SEARCH_LARGE
 
 
 @dataclass(frozen=True)
@@ -59,8 +99,7 @@ class VectorIndex:
         if not index.is_trained:
             index.train(x)
         index.add(x)
-        if hnsw is not None:
-            hnsw.efSearch = HNSW_EF_SEARCH
+        _apply_search_defaults(index)
         return cls(index, factory)
 
     @classmethod
@@ -71,9 +110,7 @@ class VectorIndex:
             index = faiss.read_index(str(path))
         except RuntimeError as e:
             raise BundleError(f"{path}: FAISS cannot read the index ({str(e).splitlines()[0]})") from e
-        hnsw = _hnsw(index)
-        if hnsw is not None:
-            hnsw.efSearch = HNSW_EF_SEARCH
+        _apply_search_defaults(index)
         return cls(index, factory)
 
     def save(self, path: Path) -> None:
@@ -86,6 +123,23 @@ class VectorIndex:
         hnsw = _hnsw(self._index)
         if hnsw is not None and ef is not None:
             hnsw.efSearch = ef
+
+    def set_nprobe(self, nprobe: int | None) -> None:
+        """IVF lists searched per query (more: higher recall, slower); ignored by other index types."""
+        ivf = _ivf(self._index)
+        if ivf is not None and nprobe is not None:
+            ivf.nprobe = nprobe
+
+    @property
+    def search_params(self) -> dict[str, int]:
+        """The search-time effort in force: ``efSearch`` and/or ``nprobe``; empty for exact search."""
+        out = {}
+        hnsw, ivf = _hnsw(self._index), _ivf(self._index)
+        if hnsw is not None:
+            out["ef_search"] = int(hnsw.efSearch)
+        if ivf is not None:
+            out["nprobe"] = int(ivf.nprobe)
+        return out
 
     @property
     def ntotal(self) -> int:
@@ -102,12 +156,32 @@ class VectorIndex:
         return Hits(similarities=sims, ids=ids.astype(np.int64))
 
 
+def _apply_search_defaults(index: Any) -> None:
+    hnsw, ivf = _hnsw(index), _ivf(index)
+    if hnsw is not None:
+        hnsw.efSearch = default_ef_search(int(index.ntotal))
+    if ivf is not None:
+        ivf.nprobe = IVF_NPROBE
+        quantizer = _hnsw(ivf.quantizer)
+        if quantizer is not None:
+            quantizer.efSearch = IVF_QUANTIZER_EF_SEARCH
+
+
 def _hnsw(index: Any) -> Any:
     import faiss
 
     try:
         return faiss.downcast_index(index).hnsw  # type: ignore[attr-defined]
     except AttributeError:
+        return None
+
+
+def _ivf(index: Any) -> Any:
+    import faiss
+
+    try:
+        return faiss.extract_index_ivf(index)
+    except RuntimeError:
         return None
 
 
