@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
                                    "loadavg": os.getloadavg(), "elapsed_s": round(time.perf_counter() - t, 1)}
             result["suites"][name] = res
     result["machine"]["loadavg_at_end"] = os.getloadavg()
+    ns.out.mkdir(parents=True, exist_ok=True)
+    # the measurements first: a table that fails to render must not lose an hour of them
+    atomic_write_bytes(path, (json.dumps(result, indent=1) + "\n").encode())
     m = result["machine"]
     md = [f"# semroute benchmarks ({label})", "", f"{m['cpu']}, {m['cores']} cores, Python {m['python']}; "
           f"command: `python -m benchmarks --{label}`", ""]
@@ -70,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ran = result["ran"].get(name)
         when = f"_Ran {ran['date']}, load average {ran['loadavg'][0]:.2f}._" if ran else ""
-        md += [f"## {title}", "", when, "", mod.table(res), ""]
-    ns.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(result, indent=1) + "\n").encode())
+        try:
+            body = mod.table(res)
+        except (KeyError, TypeError) as e:  # kept from an older run whose format this version no longer reads
+            body = f"(results from an older format ({e!r}); rerun: python -m benchmarks --{label} --suites {name})"
+        md += [f"## {title}", "", when, "", body, ""]
     atomic_write_bytes(ns.out / f"{label}.md", ("\n".join(md) + "\n").encode())
     print("\n".join(md))
     return 0

@@ -13,6 +13,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
+            # mkstemp creates 0600; give the file the mode a plain open() would (0666 less the umask)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(f.fileno(), 0o666 & ~umask)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
