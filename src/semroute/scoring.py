@@ -157,14 +157,14 @@ def route_scores(
     sums: dict[int, float] = {}
     counts: dict[int, int] = {}
     best: dict[int, float] = {}
-    worst_neg: dict[int, float] = {}
+    neg_best: dict[int, float] = {}
     for i, s in hits:
         r = row_route[i]
         if r < 0:  # fallback examples vote for no route (see fallback_similarity)
             continue
         if row_negative[i]:
-            if s > worst_neg.get(r, -math.inf):
-                worst_neg[r] = s
+            if s > neg_best.get(r, -math.inf):
+                neg_best[r] = s
             continue
         if s > best.get(r, -math.inf):
             best[r] = s
@@ -173,8 +173,8 @@ def route_scores(
         if c < top_k:
             sums[r] = sums.get(r, 0.0) + s
             counts[r] = c + 1
-    if worst_neg:
-        neg_max[list(worst_neg)] = list(worst_neg.values())
+    if neg_best:
+        neg_max[list(neg_best)] = list(neg_best.values())
     if best:
         pos_max[list(best)] = list(best.values())
     if aggregation == "max":

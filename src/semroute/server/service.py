@@ -134,7 +134,10 @@ class RouterService(pb_grpc.RouterServicer):
                 hist.observe(ns / 1e9)
         m.queue_depth.set(self._batcher.depth)
 
-    async def _decide(self, texts: list[str], opts: pb.RouteOptions, received_ns: int) -> list[pb.Decision]:
+    async def _decide(
+        self, texts: list[str], opts: pb.RouteOptions, received_ns: int, context: grpc.aio.ServicerContext
+    ) -> list[pb.Decision]:
+        _check_deadline(context, "before it reached the encoder; nothing was encoded")
         top_s, top_n = _options(opts)
         results = await self._batcher.submit_many(texts, top_s, top_n)
         total = time.perf_counter_ns() - received_ns
@@ -142,6 +145,7 @@ class RouterService(pb_grpc.RouterServicer):
         # Metrics are bookkeeping, not part of the answer: record them after the response has been handed to
         # gRPC (the next turn of the event loop) rather than in front of it.
         asyncio.get_running_loop().call_soon(self._observe, [d for d, _ in results])
+        _check_deadline(context, "while it was being answered")
         return out
 
     async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteResponse:
@@ -150,9 +154,7 @@ class RouterService(pb_grpc.RouterServicer):
         async def run() -> pb.RouteResponse:
             _check_text("text", request.text, self._limits.max_text_chars)
             _check_metadata("metadata", request.metadata)
-            _check_deadline(context, "before it reached the encoder; nothing was encoded")
-            (d,) = await self._decide([request.text], request.options, received)
-            _check_deadline(context, "while it was being answered")
+            (d,) = await self._decide([request.text], request.options, received, context)
             return pb.RouteResponse(decision=d, request_id=request.metadata.request_id)
 
         return await self._guard("Route", context, run)
@@ -174,9 +176,7 @@ class RouterService(pb_grpc.RouterServicer):
             for i, q in enumerate(request.queries):
                 _check_text(f"queries[{i}].text", q.text, self._limits.max_text_chars)
                 _check_metadata(f"queries[{i}].metadata", q.metadata)
-            _check_deadline(context, "before it reached the encoder; nothing was encoded")
-            ds = await self._decide([q.text for q in request.queries], request.options, received)
-            _check_deadline(context, "while it was being answered")
+            ds = await self._decide([q.text for q in request.queries], request.options, received, context)
             return pb.RouteBatchResponse(decisions=ds)
 
         return await self._guard("RouteBatch", context, run)
