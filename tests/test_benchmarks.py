@@ -14,7 +14,7 @@ from benchmarks.__main__ import main
 @pytest.mark.usefixtures("encoder_dir")
 def test_quick_mode_writes_complete_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEMROUTE_PEER_PYTHON", str(tmp_path / "no-peer-here"))
-    assert main(["--quick", "--suites", "encoder,grpc,startup,peer", "--out", str(tmp_path)]) == 0
+    assert main(["--quick", "--suites", "encoder,graph,grpc,startup,peer", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "quick.json").read_text())
     md = (tmp_path / "quick.md").read_text()
     assert res["machine"]["cores"] and res["machine"]["libraries"]["onnxruntime"]
@@ -24,6 +24,9 @@ def test_quick_mode_writes_complete_results(tmp_path: Path, monkeypatch: pytest.
         assert r["n"] > 0 and all(math.isfinite(r[k]) and r[k] > 0 for k in ("median_ms", "p90_ms", "p99_ms"))
         assert r["min_ms"] <= r["median_ms"] <= r["p99_ms"] <= r["max_ms"]
     assert enc["int8_vs_fp32"] and all(x["int8_over_fp32"] > 0 for x in enc["int8_vs_fp32"])
+    gr = res["suites"]["graph"]
+    assert gr["nodes"]["lean_fp32"] < gr["nodes"]["traced_fp32"] / 3  # the point of the lean graph
+    assert all(v > 0 for r in gr["rows"] for v in r["median_ms"].values())
     g = res["suites"]["grpc"]["bundled"]
     assert g["overhead"]["p50_ratio"] > 0
     assert all(g["overhead"][k]["median_ms"] > 0 for k in ("bare_encoder", "in_process", "grpc_empty_rtt",
@@ -34,7 +37,7 @@ def test_quick_mode_writes_complete_results(tmp_path: Path, monkeypatch: pytest.
     s = res["suites"]["startup"]["bundled"]
     assert s["start_to_serving_s"] > 0 and s["rss_mb"] > 0 and s["bundle_mb"] > 0
     assert "skipped" in res["suites"]["peer"]  # no peer environment in CI: recorded, not silently dropped
-    for title in ("## Encoder", "## End to end over gRPC", "## Start-up and footprint", "## Side by side"):
+    for title in ("## Encoder (", "## Encoder graph", "## End to end over gRPC", "## Start-up and footprint", "## Side by side"):
         assert title in md
 
     # rerunning one suite keeps the others' results and rewrites the table with all of them

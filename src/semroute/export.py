@@ -79,8 +79,11 @@ def export_encoder(
     alpha: float = DEFAULT_ALPHA,
     keep_fp32: bool = True,
     calibration: Sequence[str] | None = None,
+    lean: bool = True,
 ) -> Path:
     """Export ``model`` (a sentence-transformers directory) to an int8 ONNX encoder directory at ``out``.
+
+    ``lean=False`` always traces the generic graph (the benchmarks compare the two).
 
     The write is atomic: a temporary sibling directory renamed into place.
     """
@@ -152,7 +155,9 @@ def export_encoder(
         batches = [feeds(texts[i : i + 16]) for i in range(0, len(texts), 16)]
         smoothed = tmp / "smoothed.onnx"
         reference = Pooled(transformer).eval()  # type: ignore[arg-type]
-        weight_matmuls = _lean_export(onnx, torch, transformer, reference, fp32, smoothed, batches, alpha)
+        weight_matmuls = (
+            _lean_export(onnx, torch, transformer, reference, fp32, smoothed, batches, alpha) if lean else []
+        )
         graph = "lean" if weight_matmuls else "generic"
         if not weight_matmuls:
             _trace(torch, reference, fp32)
