@@ -37,7 +37,9 @@ def test_quick_mode_writes_complete_results(tmp_path: Path, monkeypatch: pytest.
     s = res["suites"]["startup"]["bundled"]
     assert s["start_to_serving_s"] > 0 and s["rss_mb"] > 0 and s["bundle_mb"] > 0
     assert "skipped" in res["suites"]["peer"]  # no peer environment in CI: recorded, not silently dropped
-    for title in ("## Encoder (", "## Encoder graph", "## End to end over gRPC", "## Start-up and footprint", "## Side by side"):
+    titles = ("## Encoder (", "## Encoder graph", "## End to end over gRPC", "## Start-up and footprint",
+              "## Side by side")
+    for title in titles:
         assert title in md
 
     # rerunning one suite keeps the others' results and rewrites the table with all of them

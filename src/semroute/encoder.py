@@ -93,7 +93,14 @@ class OnnxEncoder:
     """The int8 ONNX sentence encoder. One session; ``threads`` intra-op threads (1 is fastest for single queries
     on small machines, and leaves the other core to the server)."""
 
-    def __init__(self, directory: str | Path, *, threads: int = 1, model_file: str = MODEL_FILE) -> None:
+    def __init__(
+        self,
+        directory: str | Path,
+        *,
+        threads: int = 1,
+        model_file: str = MODEL_FILE,
+        disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS,
+    ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
@@ -132,7 +139,7 @@ class OnnxEncoder:
                 str(self.directory / model_file),
                 opts,
                 providers=["CPUExecutionProvider"],
-                disabled_optimizers=DISABLED_OPTIMIZERS,
+                disabled_optimizers=list(disabled_optimizers),
             )
         except Exception as e:
             raise EncoderError(f"{self.directory / model_file}: onnxruntime cannot load it ({e})") from e
