@@ -66,8 +66,8 @@ def interleave(
 ) -> dict[str, list[float]]:
     """Time several callables in alternating blocks, so a noisy neighbour hits them all alike.
 
-    Blocks, not one call each in turn: this machine's L3 is 32 MB, the int8 encoder's weights ~23 MB and the fp32
-    one's ~90 MB, so alternating single calls made every int8 call start from caches the fp32 call had just
+    Blocks, not one call each in turn: this machine's L3 is 32 MB, the int8 encoder's layer weights ~11 MB and the
+    fp32 one's ~42 MB, so alternating single calls made every int8 call start from caches the fp32 call had just
     flushed (measured: 2.3 ms per short query that way, 1.5 ms in blocks, 1.2 ms alone). A service runs one
     encoder, warm. Each block starts with ``warmup`` untimed calls and then times ``block`` calls.
     """

@@ -123,7 +123,8 @@ def _overhead(bundle: Path, target: str, qs: list[str]) -> dict[str, Any]:
             "grpc_route_c1": route,
         }
         # alternating blocks of queries (see _common.interleave): the three encoders here (bare, in-process, the
-        # server's) hold ~23 MB of weights each against a 32 MB L3; one call each in turn measured cold caches
+        # server's) touch ~11 MB of layer weights each, plus the indexes, against a 32 MB L3; one call each in
+        # turn measured cold caches
         for start in range(0, len(qs), _BLOCK):
             chunk = qs[start : start + _BLOCK]
             for k, fn in calls.items():

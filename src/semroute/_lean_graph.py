@@ -194,15 +194,22 @@ def build(transformer: Any, smooth: dict[str, np.ndarray] | None = None) -> tupl
 
 
 def smoothing_scales(transformer: Any, amax: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
-    """SmoothQuant's s_j = max|X_j|^alpha / max|W_j|^(1-alpha) per input channel j of each quantized projection;
-    where one activation feeds several projections (Q, K, V) the weight maximum is over all of them."""
+    """SmoothQuant's s_j = max|X_j|^alpha / max|W_j|^(1-alpha) per input channel j of each quantized projection.
+
+    Where one activation feeds Q, K and V, W is the key's weight. That is what the traced export computed (it took
+    the first consumer in its graph's order, which was K), kept so that the lean graph changes speed, not numerics:
+    the evaluation and calibration figures were measured on it. The alternatives were measured on CLINC150 val:
+    the maximum over Q, K and V brings int8 closer to fp32 (98.5% vs 98.2% of decisions agree) but routes worse
+    (94.8% vs 95.1% val accuracy with the learned scorer). Either way the two int8 graphs differ by rounding only:
+    the same quantization parameters, embeddings at cosine 0.9985 (rounding flips grow through the layers).
+    """
     sd = {k: v.detach().cpu().float().numpy() for k, v in transformer.state_dict().items()}
     out = {}
     for i in range(len(transformer.encoder.layer)):
         p = f"encoder.layer.{i}."
         a = p + "attention."
         consumers = {
-            f"l{i}.in": [a + "self.query.weight", a + "self.key.weight", a + "self.value.weight"],
+            f"l{i}.in": [a + "self.key.weight"],
             f"l{i}.ctx": [a + "output.dense.weight"],
             f"l{i}.mid": [p + "intermediate.dense.weight"],
             f"l{i}.act": [p + "output.dense.weight"],

@@ -22,11 +22,12 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -173,19 +174,22 @@ def export_encoder(
             def get_next(self) -> dict[str, np.ndarray] | None:
                 return next(self._it, None)
 
-        quantize_static(
-            str(smoothed),
-            str(tmp / MODEL_FILE),
-            Reader(),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_quantize=weight_matmuls,
-            extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
-        )
+        # onnxruntime's quantizer advises "pre-processing" on the root logger for graphs it did not pre-process;
+        # the lean graph needs none (types are declared, nothing is left to fold), so keep the build log clean
+        with _root_log_level(logging.ERROR):
+            quantize_static(
+                str(smoothed),
+                str(tmp / MODEL_FILE),
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                activation_type=QuantType.QUInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                op_types_to_quantize=["MatMul"],
+                nodes_to_quantize=weight_matmuls,
+                extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
+            )
         smoothed.unlink()
         if not keep_fp32:
             fp32.unlink()
@@ -218,6 +222,17 @@ def export_encoder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+@contextlib.contextmanager
+def _root_log_level(level: int) -> Iterator[None]:
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(level)
+    try:
+        yield
+    finally:
+        root.setLevel(old)
 
 
 def _trace(torch: Any, module: Any, path: Path) -> None:
