@@ -198,10 +198,11 @@ def smoothing_scales(transformer: Any, amax: dict[str, np.ndarray], alpha: float
 
     Where one activation feeds Q, K and V, W is the key's weight. That is what the traced export computed (it took
     the first consumer in its graph's order, which was K), kept so that the lean graph changes speed, not numerics:
-    the evaluation and calibration figures were measured on it. The alternatives were measured on CLINC150 val:
-    the maximum over Q, K and V brings int8 closer to fp32 (98.5% vs 98.2% of decisions agree) but routes worse
-    (94.8% vs 95.1% val accuracy with the learned scorer). Either way the two int8 graphs differ by rounding only:
-    the same quantization parameters, embeddings at cosine 0.9985 (rounding flips grow through the layers).
+    the evaluation and calibration figures were measured on it. The alternative was measured on CLINC150 val: the
+    maximum over Q, K and V brings int8 closer to fp32 (98.5% vs 98.2% of decisions agree) but routes worse (94.8%
+    vs 95.0% val accuracy with the learned scorer). With K, the lean and the traced int8 graphs share every
+    quantization parameter and differ by rounding only (embeddings at cosine 0.9985: rounding flips grow through
+    the layers).
     """
     sd = {k: v.detach().cpu().float().numpy() for k, v in transformer.state_dict().items()}
     out = {}
