@@ -107,3 +107,23 @@ def test_generic_trace_is_the_fallback(transformer: Any, encoder_dir: Path, tmp_
     assert np.abs(generic - lean).max() < 1e-5
     cos = (OnnxEncoder(out, threads=1).encode(TEXTS).vectors * lean).sum(1)
     assert cos.min() > 0.98
+
+
+def test_a_model_that_does_not_mean_pool_is_refused(tmp_path: Path) -> None:
+    """Plugging in another model must not silently give vectors that differ from the model's own."""
+    from semroute.errors import EncoderError
+    from semroute.export import default_model_path, export_encoder
+
+    src = default_model_path()
+    model = tmp_path / "cls-model"
+    model.mkdir()
+    for f in src.iterdir():  # link the weights; copy only what is edited
+        if f.is_file():
+            (model / f.name).symlink_to(f)
+    (model / "1_Pooling").mkdir()
+    cfg = json.loads((src / "1_Pooling" / "config.json").read_text())
+    cfg.update(pooling_mode_cls_token=True, pooling_mode_mean_tokens=False)
+    (model / "1_Pooling" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(EncoderError, match="pools with cls"):
+        export_encoder(tmp_path / "out", model=model)
+    assert not (tmp_path / "out").exists()  # nothing written

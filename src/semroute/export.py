@@ -115,6 +115,7 @@ def export_encoder(
     texts = list(calibration) if calibration is not None else calibration_sentences()
 
     st = SentenceTransformer(str(model_path), device="cpu", model_kwargs={"attn_implementation": "eager"})
+    _check_pooling(st, model_path)
     max_tokens = int(st.max_seq_length or 256)
     transformer = st[0].auto_model
     tokenizer_src = model_path / TOKENIZER_FILE
@@ -222,6 +223,26 @@ def export_encoder(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out_dir
+
+
+def _check_pooling(st: Any, model_path: Path) -> None:
+    """The exported graph mean-pools and L2-normalises: refuse a model that pools otherwise, rather than export an
+    encoder whose vectors silently differ from the model's own."""
+    modes = []
+    for module in st:
+        if type(module).__name__ == "Pooling":
+            cfg = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
+            mode = cfg.get("pooling_mode")
+            if mode is None:  # older sentence-transformers: one flag per mode
+                flags = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]
+                mode = "+".join(flags) or "unknown"
+            modes.append(str(mode))
+    if modes and modes != ["mean"] and modes != ["pooling_mode_mean_tokens"]:
+        raise EncoderError(
+            f"{model_path}: pools with {', '.join(modes)}; semroute's encoder graph does mean pooling only. "
+            "Use a mean-pooling sentence-transformers model (most are), or edit its 1_Pooling/config.json "
+            "knowing its vectors will change"
+        )
 
 
 @contextlib.contextmanager
