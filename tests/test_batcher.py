@@ -37,15 +37,21 @@ async def _started(router: ScriptedRouter) -> None:
     assert await asyncio.to_thread(router.started.wait, 10)
 
 
+async def _busy(router: ScriptedRouter, text: str) -> tuple[MicroBatcher, asyncio.Future[list[tuple[Decision, int]]]]:
+    """A started batcher whose worker is held inside the batch of ``text`` until ``router.release`` is set."""
+    batcher = MicroBatcher(lambda: router)  # type: ignore[arg-type, return-value]
+    batcher.start()
+    router.release.clear()
+    running = asyncio.ensure_future(batcher.submit_many([text], 5, 3))
+    await _started(router)
+    return batcher, running
+
+
 def test_requests_arriving_while_the_encoder_works_share_one_batch() -> None:
     router = ScriptedRouter()
 
     async def run() -> list[tuple[Decision, int]]:
-        batcher = MicroBatcher(lambda: router)  # type: ignore[arg-type, return-value]
-        batcher.start()
-        router.release.clear()
-        first = asyncio.ensure_future(batcher.submit_many(["a"], 5, 3))
-        await _started(router)  # the worker is busy with "a": the next five queue behind it
+        batcher, first = await _busy(router, "a")  # the worker is busy with "a": the next five queue behind it
         rest = [asyncio.ensure_future(batcher.submit_many([t], 5, 3)) for t in "bcdef"]
         await asyncio.sleep(0.05)
         router.release.set()
@@ -81,11 +87,7 @@ def test_a_cancelled_request_is_not_encoded() -> None:
     router = ScriptedRouter()
 
     async def run() -> None:
-        batcher = MicroBatcher(lambda: router)  # type: ignore[arg-type, return-value]
-        batcher.start()
-        router.release.clear()
-        busy = asyncio.ensure_future(batcher.submit_many(["busy"], 5, 3))
-        await _started(router)
+        batcher, busy = await _busy(router, "busy")
         gone = asyncio.ensure_future(batcher.submit_many(["gone"], 5, 3))
         kept = asyncio.ensure_future(batcher.submit_many(["kept"], 5, 3))
         await asyncio.sleep(0.01)
@@ -106,11 +108,7 @@ def test_close_finishes_the_running_batch_then_refuses_new_requests() -> None:
     router = ScriptedRouter()
 
     async def run() -> None:
-        batcher = MicroBatcher(lambda: router)  # type: ignore[arg-type, return-value]
-        batcher.start()
-        router.release.clear()
-        running = asyncio.ensure_future(batcher.submit_many(["running"], 5, 3))
-        await _started(router)
+        batcher, running = await _busy(router, "running")
         closing = asyncio.ensure_future(batcher.close())
         await asyncio.sleep(0.01)
         with pytest.raises(UnavailableError):

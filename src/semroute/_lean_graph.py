@@ -141,9 +141,7 @@ def build(transformer: Any, smooth: dict[str, np.ndarray] | None = None) -> tupl
             domain=MS,
             num_heads=heads,
         )
-        wo = sd[a + "output.dense.weight"].T * ctx_s[:, None]
-        projections.append(f"l{i}.o")
-        o = node("MatMul", [ctx, init(f"l{i}.o.w", wo.astype(np.float32))], f"l{i}.o")
+        o = proj(ctx, sd[a + "output.dense.weight"], f"l{i}.ctx", f"l{i}.o")
         h1 = add_norm(
             o, h, sd[a + "output.LayerNorm.weight"], sd[a + "output.LayerNorm.bias"], sd[a + "output.dense.bias"],
             f"l{i}.mid",
