@@ -17,9 +17,10 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from ._text import CONTENTLESS, has_content
 from .bundle import Bundle, load_bundle
 from .encoder import Encoder, OnnxEncoder
-from .errors import BundleError, RequestError
+from .errors import BundleError, EncoderError, RequestError, SemrouteError
 from .scoring import Decision, Neighbour, Timings, decide, fallback_similarity, route_scores
 
 
@@ -33,6 +34,9 @@ class Router:
             raise BundleError(
                 f"{bundle.path}: encoder fingerprint {encoder.fingerprint[:12]} does not match the bundle; rebuild it"
             )
+        if encoder.dim != bundle.index.dim:
+            raise BundleError(f"{bundle.path}: the encoder makes {encoder.dim}-d vectors, the index holds "
+                              f"{bundle.index.dim}-d ones; rebuild the bundle")
         self.bundle = bundle
         self.encoder = encoder
         self._defaults = bundle.defaults
@@ -43,8 +47,24 @@ class Router:
 
         set_threads(threads)
         bundle = load_bundle(path)
-        router = cls(bundle, OnnxEncoder(bundle.encoder_dir, threads=threads))
-        router.warm()
+        try:
+            encoder = OnnxEncoder(bundle.encoder_dir, threads=threads)
+        except EncoderError as e:
+            raise BundleError(f"{path}: the bundle's encoder cannot be loaded ({e}); rebuild the bundle") from e
+        return cls.checked(bundle, encoder)
+
+    @classmethod
+    def checked(cls, bundle: Bundle, encoder: Encoder) -> Router:
+        """A router over ``bundle`` that has routed a few queries. A bundle whose files parse but do not fit
+        together (a head of the wrong shape, say) fails here as a BundleError, not on a user's request."""
+        router = cls(bundle, encoder)
+        try:
+            router.warm()
+        except SemrouteError:
+            raise
+        except Exception as e:  # numpy/FAISS errors from arrays that passed load_bundle's checks
+            raise BundleError(f"{bundle.path}: the bundle loads but cannot route ({type(e).__name__}: {e}); "
+                              "rebuild it") from e
         return router
 
     def warm(self) -> None:
@@ -68,6 +88,8 @@ class Router:
         for i, t in enumerate(texts):
             if not t or not t.strip():
                 raise RequestError(f"texts[{i}]" if len(texts) > 1 else "text", "is empty or only whitespace")
+            if not has_content(t):
+                raise RequestError(f"texts[{i}]" if len(texts) > 1 else "text", CONTENTLESS)
         if not texts:
             return []
         n = len(texts)

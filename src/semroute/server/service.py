@@ -20,6 +20,7 @@ import grpc
 from .. import __version__
 from .._proto.semroute.v1 import router_pb2 as pb
 from .._proto.semroute.v1 import router_pb2_grpc as pb_grpc
+from .._text import CONTENTLESS, has_content
 from ..errors import DeadlineExceededError, RequestError, SemrouteError, grpc_status
 from ..router import Router
 from ..scoring import Decision, Reason
@@ -29,7 +30,7 @@ from .metrics import Metrics
 
 log = logging.getLogger("semroute.server")
 
-_LABEL = re.compile(r"^[A-Za-z0-9_.:\-]{0,64}$")
+_LABEL = re.compile(r"[A-Za-z0-9_.:\-]{0,64}")  # fullmatch: '$' would also match before a final newline
 _MAX_TOP = 100
 T = TypeVar("T")
 _REASON_NAME = {r: pb.Reason.Name(v) for r, v in REASON_TO_PB.items()}
@@ -44,6 +45,8 @@ class Limits:
 def _check_text(field: str, text: str, limit: int) -> None:
     if not text or not text.strip():
         raise RequestError(field, "is empty or only whitespace; send the user's query text")
+    if not has_content(text):
+        raise RequestError(field, f"{CONTENTLESS}; send the user's query text")
     if len(text) > limit:
         raise RequestError(
             field, f"is {len(text)} characters; the limit is {limit} (server flag --max-text-chars)"
@@ -53,7 +56,7 @@ def _check_text(field: str, text: str, limit: int) -> None:
 def _check_metadata(field: str, md: pb.RequestMetadata) -> None:
     for name in ("tenant", "user_tier"):
         value = getattr(md, name)
-        if not _LABEL.match(value):
+        if not _LABEL.fullmatch(value):
             raise RequestError(f"{field}.{name}", "must be 0-64 characters of letters, digits, '_', '.', ':', '-'")
     if len(md.request_id) > 128 or not md.request_id.isprintable():
         raise RequestError(f"{field}.request_id", "must be at most 128 printable characters")
@@ -154,6 +157,7 @@ class RouterService(pb_grpc.RouterServicer):
         async def run() -> pb.RouteResponse:
             _check_text("text", request.text, self._limits.max_text_chars)
             _check_metadata("metadata", request.metadata)
+            self._metrics.tenants.count(request.metadata)
             (d,) = await self._decide([request.text], request.options, received, context)
             return pb.RouteResponse(decision=d, request_id=request.metadata.request_id)
 
@@ -176,6 +180,8 @@ class RouterService(pb_grpc.RouterServicer):
             for i, q in enumerate(request.queries):
                 _check_text(f"queries[{i}].text", q.text, self._limits.max_text_chars)
                 _check_metadata(f"queries[{i}].metadata", q.metadata)
+            for q in request.queries:
+                self._metrics.tenants.count(q.metadata)
             ds = await self._decide([q.text for q in request.queries], request.options, received, context)
             return pb.RouteBatchResponse(decisions=ds)
 
