@@ -85,7 +85,7 @@ def check_routes(path: Any, data: Any) -> None:
         raise BundleError(f"{path}: malformed route table (a route name appears twice); rebuild the bundle")
     for i, u in enumerate(doc.utterances):
         if not (isinstance(u, dict) and isinstance(u.get("text"), str) and isinstance(u.get("negative"), bool)
-                and (u.get("route") is None or u.get("route") in known)):
+                and "route" in u and (u["route"] is None or (isinstance(u["route"], str) and u["route"] in known))):
             raise BundleError(f"{path}: malformed route table (utterances[{i}] is not "
                               "{{text, route: a route name or null, negative: true/false}}); rebuild the bundle")
 

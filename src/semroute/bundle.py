@@ -275,7 +275,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     routes = _guarded(path, ROUTES, lambda p: json.loads(p.read_bytes()))
     check_routes(path / ROUTES, routes)
     rows = routes["utterances"]
-    vectors = _guarded(path, EMBEDDINGS, lambda p: np.load(p, allow_pickle=False))
+    vectors = _guarded(path, EMBEDDINGS, _load_npy)
     embeddings = check_embeddings(path / EMBEDDINGS, vectors, len(rows), dim)
     factory = m.settings.get("index_factory", "?")
     index = _guarded(path, INDEX, lambda p: VectorIndex.load(p, str(factory)))
@@ -330,6 +330,11 @@ def _guarded(path: Path, name: str, read: Callable[[Path], T]) -> T:
         raise
     except Exception as e:
         raise BundleError(f"{path / name}: unreadable ({_one_line(e)}); rebuild the bundle") from None
+
+
+def _load_npy(path: Path) -> Any:
+    with path.open("rb") as f:  # our own handle, closed whatever np.load makes of the bytes
+        return np.load(f, allow_pickle=False)
 
 
 def _one_line(e: BaseException) -> str:

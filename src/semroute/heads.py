@@ -43,7 +43,8 @@ class LogisticHead:
 
     @classmethod
     def load(cls, path: str) -> LogisticHead:
-        with np.load(path) as f:
+        # our own handle: np.load leaks the one it opens when the file is not a valid zip
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             return cls(f["weights"], f["bias"], int(f["n_routes"]))
 
 

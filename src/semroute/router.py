@@ -51,15 +51,17 @@ class Router:
             encoder = OnnxEncoder(bundle.encoder_dir, threads=threads)
         except EncoderError as e:
             raise BundleError(f"{path}: the bundle's encoder cannot be loaded ({e}); rebuild the bundle") from e
-        return cls.checked(bundle, encoder)
+        router = cls.checked(bundle, encoder)
+        router.warm()
+        return router
 
     @classmethod
     def checked(cls, bundle: Bundle, encoder: Encoder) -> Router:
-        """A router over ``bundle`` that has routed a few queries. A bundle whose files parse but do not fit
-        together (a head of the wrong shape, say) fails here as a BundleError, not on a user's request."""
+        """A router over ``bundle`` that has routed a batch. A bundle whose files parse but do not fit together
+        (a head of the wrong shape, say) fails here as a BundleError, not on a user's request."""
         router = cls(bundle, encoder)
         try:
-            router.warm()
+            router.route_batch(["check the bundle", "a second query, so the batch path runs too"])
         except SemrouteError:
             raise
         except Exception as e:  # numpy/FAISS errors from arrays that passed load_bundle's checks
