@@ -264,6 +264,9 @@ def test_watcher_survives_bad_manifests_takes_a_repair_and_sigterm_drains(bundle
             proc.kill()
             proc.wait(30)
     log = err.join()
+    for pipe in (proc.stdout, proc.stderr):
+        if pipe is not None:
+            pipe.close()
     errors = [r for r in results if isinstance(r, BaseException)]
     assert not errors, errors[:3]
     assert pending > 0, "SIGTERM must arrive while requests are in flight"
