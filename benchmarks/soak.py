@@ -112,9 +112,17 @@ class _Reloader:
     def __init__(self, live: Path, proc: subprocess.Popen[bytes], mport: int) -> None:
         self.live, self.proc, self.mport = live, proc, mport
         self.done: list[dict[str, Any]] = []
+        self.busy = False  # an event is under way (the server may hold two bundles for a moment)
         self._n = 0
 
     def event(self) -> None:
+        self.busy = True
+        try:
+            self._event()
+        finally:
+            self.busy = False
+
+    def _event(self) -> None:
         kind = self.KINDS[len(self.done) % len(self.KINDS)]
         before = _metrics(self.mport)
         t = time.perf_counter()
@@ -159,8 +167,8 @@ async def _soak(target: str, n_bad: int, reloader: _Reloader, n_reloads: int, pi
     kinds = _bad_requests(rng)
     codes: dict[str, Counter[str]] = {}
     good = {"sent": 0, "failed": 0, "errors": Counter[str]()}
-    rss = [{"bad_requests": 0, "rss_mb": round(_rss_mb(pid), 1)}]
-    sent = 0
+    rss = [{"bad_requests": 0, "rss_mb": round(_rss_mb(pid), 1), "reloading": False}]
+    sent = answered = 0
     stop = asyncio.Event()
     deadline = time.monotonic() + max_s
     async with grpc.aio.insecure_channel(target) as ch:
@@ -169,7 +177,7 @@ async def _soak(target: str, n_bad: int, reloader: _Reloader, n_reloads: int, pi
                                response_deserializer=pb.RouteResponse.FromString)
 
         async def bad_worker() -> None:
-            nonlocal sent
+            nonlocal sent, answered
             while sent < n_bad and time.monotonic() < deadline:
                 i = sent
                 sent += 1
@@ -180,8 +188,10 @@ async def _soak(target: str, n_bad: int, reloader: _Reloader, n_reloads: int, pi
                 except grpc.aio.AioRpcError as e:
                     code = e.code().name
                 codes.setdefault(f"{method}:{category}", Counter())[code] += 1
-                if sent % RSS_STEP == 0:
-                    rss.append({"bad_requests": sent, "rss_mb": round(_rss_mb(pid), 1)})
+                answered += 1
+                if answered % RSS_STEP == 0:
+                    rss.append({"bad_requests": answered, "rss_mb": round(_rss_mb(pid), 1),
+                                "reloading": reloader.busy})
             stop.set()
 
         async def good_worker() -> None:
@@ -210,8 +220,8 @@ async def _soak(target: str, n_bad: int, reloader: _Reloader, n_reloads: int, pi
         await asyncio.gather(*[bad_worker() for _ in range(8)], *[good_worker() for _ in range(2)],
                              reload_worker())
         elapsed = time.perf_counter() - t
-    if rss[-1]["bad_requests"] != sent:
-        rss.append({"bad_requests": sent, "rss_mb": round(_rss_mb(pid), 1)})
+    await asyncio.sleep(1.0)  # the last reload's old bundle released
+    rss.append({"bad_requests": answered, "rss_mb": round(_rss_mb(pid), 1), "reloading": False, "end": True})
     return {"bad_sent": sent, "codes": {k: dict(v) for k, v in sorted(codes.items())}, "rss": rss,
             "good": {**good, "errors": dict(good["errors"])}, "elapsed_s": round(elapsed, 1),
             "bad_rps": round(sent / elapsed, 1), "timed_out": sent < n_bad}
@@ -287,7 +297,8 @@ def table(res: dict[str, Any]) -> str:
         f"{res['log_lines']} log lines, {res['tracebacks_in_log']} tracebacks. Pass: {res['pass']}.", "",
         "| status | count |", "|---|---|", *[f"| {k} | {v:,} |" for k, v in sorted(t.items())], "",
         "| bad requests sent | server RSS MB |", "|---|---|",
-        *[f"| {r['bad_requests']:,} | {r['rss_mb']:.0f} |" for r in res["rss"]], "",
+        *[f"| {r['bad_requests']:,}{' (end, all reloads done)' if r.get('end') else ''} | {r['rss_mb']:.0f}"
+          f"{' (a reload under way)' if r.get('reloading') else ''} |" for r in res["rss"]], "",
         f"RSS at the end / after the first {RSS_STEP:,}: "
         + (f"{res['rss_end_over_10k']:.3f}" if res["rss_end_over_10k"] else "n/a") + " (limit 1.2)",
     ]
