@@ -235,6 +235,8 @@ def _hint_for(err_type: str, loc: Sequence[str | int]) -> str:
         return "give the route at least one example utterance (20+ route real traffic well)"
     if err_type == "literal_error" and last == "version":
         return "set 'version: 1'"
+    if err_type in ("greater_than_equal", "less_than_equal") and "weights" in loc:
+        return "weights are >= 0, and at least one is positive"
     if err_type in ("greater_than_equal", "less_than_equal") and last in ("quality", "quality_floor"):
         return "qualities are estimates between 0 and 1"
     if err_type in ("greater_than_equal", "less_than_equal"):
@@ -278,9 +280,10 @@ def _read_one(path: Path) -> tuple[RouteFileModel, _Located]:
         model = RouteFileModel.model_validate(data)
     except ValidationError as e:
         # a misspelt key also shows up as a missing one: report the misspelling, it is the cause
-        errors = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
+        # A union ("str | CandidateSpec") reports one error per member: the deepest is the one the user meant.
+        errors = sorted(e.errors(), key=lambda x: (x["type"] != "extra_forbidden", -len(_clean_loc(x["loc"]))))
         err = errors[0]
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        loc = _clean_loc(err["loc"])
         # pydantic reports union members (e.g. "float") as loc parts; drop those that are not in the document.
         loc = _trim_loc(data, loc)
         msg = err["msg"]
@@ -297,6 +300,14 @@ def _read_one(path: Path) -> tuple[RouteFileModel, _Located]:
             hint=_hint_for(err["type"], loc),
         ) from None
     return model, located
+
+
+_UNION_TAG = re.compile(r"^(?:str|int|float|bool|list\[.*\]|dict\[.*\]|[A-Z][A-Za-z]*|function-.*)$")
+
+
+def _clean_loc(loc: Sequence[Any]) -> list[Any]:
+    """pydantic's loc without the union-member and validator tags it inserts (not keys of the document)."""
+    return [p for p in loc if not (isinstance(p, str) and _UNION_TAG.match(p))]
 
 
 def _trim_loc(data: Any, loc: Sequence[Any]) -> list[str | int]:

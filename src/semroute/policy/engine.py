@@ -101,6 +101,17 @@ class PolicyEngine:
         digest = hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
         self.version = f"p-{digest[:12]}"
 
+    def describe(self) -> dict[str, Any]:
+        """The policy and the model attributes it reads (Info's policy_json)."""
+        return {
+            "version": self.version,
+            "policy": self.spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+            "models": {k: v.model_dump(mode="json", exclude_none=True) for k, v in self.models.items()},
+            "routes": {k: [{"model": c.model, "quality": c.quality} for c in v]
+                       for k, v in self.route_candidates.items()},
+            "fallback": [{"model": c.model, "quality": c.quality} for c in self.fallback_candidates],
+        }
+
     # --- step 1-3 ----------------------------------------------------------------------------------------------
 
     def resolve_tier(self, requested: str, field_name: str = "metadata.user_tier") -> tuple[str | None, str]:

@@ -52,6 +52,8 @@ _PHONE_WORDS = re2.compile(rb"(?i)(?:phone|call|tel|mobile|cell|whatsapp|text me
                            rb"contact)[^\n]{0,24}$", _OPTS)
 _PHONE_GROUPED = re2.compile(rb"^(?:\(\d{2,4}\)\s?\d{3,4}[-. ]\d{3,4}|\d{3}[-. ]\d{3}[-. ]\d{4}|"
                              rb"0\d{2,4}[ -]\d{3,4}[ -]?\d{3,4})$", _OPTS)
+_BARE_PHONE = re2.compile(rb"^\d{10,11}$", _OPTS)
+_IBAN_HEAD = re2.compile(rb"[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4})* ?$", _OPTS)
 _VERSION_WORDS = re2.compile(rb"(?i)\b(?:version|release|v|build|ver)\.?\s*$", _OPTS)
 _FILE_TLDS = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "pdf", "ico", "bmp", "tif", "tiff", "js",
                         "css", "py", "ts", "md"})
@@ -75,13 +77,24 @@ def _email(c: bytes, text: bytes, start: int) -> bool:
     return tld not in _FILE_TLDS
 
 
+def _after_iban_head(text: bytes, start: int) -> bool:
+    """The candidate continues an IBAN ("GB52 YQLQ 3825 ..."): its digits are an account number, not a phone
+    number or a card."""
+    return _IBAN_HEAD.search(text[max(0, start - 48):start]) is not None
+
+
 def _phone(c: bytes, text: bytes, start: int) -> bool:
     s = c.decode("ascii", "ignore").strip()
     plus = s.startswith("+")
     grouped = _PHONE_GROUPED.search(c.strip()) is not None
-    worded = _PHONE_WORDS.search(text[max(0, start - 40):start]) is not None
-    if not (plus or grouped or worded):
+    # a phone word before a bare run of 10-11 digits ("call 4155552671"); other shapes (SSNs, 4-4-4 groups) are
+    # not taken on the strength of a nearby word
+    worded = (_BARE_PHONE.search(c.strip()) is not None
+              and _PHONE_WORDS.search(text[max(0, start - 40):start]) is not None)
+    if not (plus or grouped or worded) or _after_iban_head(text, start):
         return False
+    if _NHS_WORDS.search(text[max(0, start - 40):start]) is not None:
+        return False  # "NHS number 943 476 5919" is written like a US phone number, and is not one
     for region in ((None,) if plus else ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN")):
         try:
             n = phonenumbers.parse(s, region)
@@ -100,6 +113,8 @@ _CARD_PREFIXES = (("4", (13, 16, 19)), ("51", (16,)), ("52", (16,)), ("53", (16,
 
 
 def _card(c: bytes, text: bytes, start: int) -> bool:
+    if _after_iban_head(text, start):
+        return False
     d = _digits(c)
     if not any(d.startswith(p) and len(d) in lengths for p, lengths in _CARD_PREFIXES):
         return False
@@ -179,7 +194,7 @@ SHAPES: tuple[_Shape, ...] = (
     _Shape("email", rb"([A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24})", _email),
     _Shape("phone", rb"(?:^|[^\w+])(\+?\(?\d{1,4}\)?(?:[ .-]?\(?\d{1,4}\)?){2,5})\b", _phone),
     _Shape("credit_card", _B + rb"(\d{4}[ -]?\d{4,6}[ -]?\d{4,5}(?:[ -]?\d{1,4}){0,2})" + _E, _card),
-    _Shape("iban", _B + rb"([A-Z]{2}\d{2}(?: ?[A-Z0-9]{2,4}){3,8})" + _E, _iban_ok),
+    _Shape("iban", _B + rb"([A-Z]{2}\d{2}(?: ?[A-Z0-9]{1,4}){3,8})" + _E, _iban_ok),
     _Shape("national_id", _B + rb"(\d{8}-?[A-Za-z]|[XYZxyz]-?\d{7}-?[A-Za-z]|[A-Za-z]{6}\d{2}[A-Za-z]\d{2}"
                                rb"[A-Za-z]\d{3}[A-Za-z]|[12] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3}"
                                rb"(?: ?\d{2})?)" + _E, _national),
