@@ -108,13 +108,13 @@ def test_context_window_and_tier_resolution() -> None:
     d = e.finish(e.pre(long, RequestContext(tier="pro")), semantic("chat"), index_version="v")
     assert d.model == "mid" and "context window" in d.candidates[0].excluded_by
     strict = engine({"tiers": {"free": {}}})
-    with pytest.raises(RequestError, match="metadata.user_tier"):
+    with pytest.raises(RequestError, match=r"metadata\.user_tier"):
         strict.pre("hi", RequestContext(tier="gold"))
 
 
 def test_no_eligible_deny_is_the_default() -> None:
     e = engine({"tiers": {"t": {"allow": ["cheap"]}}})
-    with pytest.raises(PolicyDeniedError, match="no eligible model for route 'legal'.*big: tier t"):
+    with pytest.raises(PolicyDeniedError, match=r"no eligible model for route 'legal'.*big: tier t"):
         e.finish(e.pre("a contract question", RequestContext(tier="t")), semantic("legal"), index_version="v")
 
 

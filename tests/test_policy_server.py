@@ -278,5 +278,5 @@ def test_policy_hot_reloads_with_the_bundle(policy_bundle: Path, bundle_dir: Pat
         while c.info().policy_version == before and time.monotonic() < deadline:
             time.sleep(0.2)
         assert c.info().policy_version != before
-        with pytest.raises(RequestError, match="metadata.user_tier"):  # ... and the test policy has none
+        with pytest.raises(RequestError, match=r"metadata\.user_tier"):  # ... and the test policy has none
             c.route("hello there")
