@@ -247,9 +247,14 @@ def _print_decision(text: str, d: dict[str, Any]) -> None:
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Labelled JSONL (route: null = fallback).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with every metric.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write report.md and PNG plots to this directory.")
+@click.option("--tier", "tiers", multiple=True,
+              help="Evaluate the policy with every query in this tier (repeatable; default: each line's metadata).")
+@click.option("--each-tier", is_flag=True, help="Evaluate the policy once per declared tier.")
 @_errors
-def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) -> None:
-    """Evaluate a bundle on labelled data: accuracy, fallback precision/recall, per-route F1, cost, latency."""
+def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None, tiers: Sequence[str],
+             each_tier: bool) -> None:
+    """Evaluate a bundle on labelled data: accuracy, fallback precision/recall, per-route F1, cost, latency, and
+    the routing policy on vs off (cost by tier)."""
     from .evaluation import cost_inputs, evaluate, sweep
     from .labelled import load_labelled
     from .router import Router
@@ -258,6 +263,10 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) ->
     labelled = load_labelled(data, known_routes=router.bundle.table.names)
     m, scored = evaluate(router, labelled.examples)
     m["data"] = {"path": str(data), "sha256": labelled.sha256}
+    from .policy.evaluate import policy_side_by_side
+
+    run_tiers = list(router.policy.spec.tiers) if each_tier else list(tiers)
+    m["policy"] = policy_side_by_side(router, labelled.examples, run_tiers or None)
     if report is not None:
         from .report import write_report
 
@@ -271,6 +280,13 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) ->
     if "cost" in m:
         click.echo(f"cost vs all-fallback: {m['cost']['ratio']:.1%} ({m['cost']['assumption']})")
     click.echo(f"decision latency: median {m['latency']['median_ms']:.2f} ms, p99 {m['latency']['p99_ms']:.2f} ms")
+    p = m["policy"]
+    click.echo(f"policy {p['policy_version']}: cost on {p['on']['cost']:.6g} vs off {p['off']['cost']:.6g}, "
+               f"{p['on']['denied']} denied ({p['assumption']})")
+    for name, row in p["by_tier"].items():
+        click.echo(f"  tier {name}: n={row['n']}  cost on/off {row['cost_on']:.6g}/{row['cost_off']:.6g} "
+                   f"({row['cost_ratio']:.1%})  denied={row['denied']}  model changed={row['changed']}  "
+                   f"models {row['models_on']}")
 
 
 @main.command()
