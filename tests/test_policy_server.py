@@ -280,3 +280,26 @@ def test_policy_hot_reloads_with_the_bundle(policy_bundle: Path, bundle_dir: Pat
         assert c.info().policy_version != before
         with pytest.raises(RequestError, match=r"metadata\.user_tier"):  # ... and the test policy has none
             c.route("hello there")
+
+
+def test_route_files_without_a_policy_have_no_policy_step(bundle_dir: Path, encoder_dir: Path,
+                                                           tmp_path: Path) -> None:
+    from semroute.bundle import build_bundle
+    from semroute.encoder import OnnxEncoder
+    from semroute.router import Router
+    from semroute.routes import load_routes
+
+    routes = tmp_path / "routes"
+    shutil.copytree(REPO / "routes", routes)
+    (routes / "policy.yaml").unlink()
+    build_bundle(load_routes([routes]), OnnxEncoder(encoder_dir, threads=1), encoder_dir, tmp_path / "b",
+                 reuse=bundle_dir)
+    router = Router.load(tmp_path / "b")
+    assert router.policy is None
+    d = router.route(PII_SAMPLES["email"], context=None)
+    assert d.policy_version == "" and d.pii_kinds == () and d.trace == ()
+    with InProcessServer(ServeConfig(index=tmp_path / "b", port=0, watch=False)) as s, \
+            RouterClient(s.target, timeout=30) as c:
+        assert c.info().policy_version == ""
+        # user_tier is a free-form label again: any value is accepted
+        assert c.route("summarize this article", user_tier="whatever").model == "summarizer-long"

@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,7 +69,7 @@ class Bundle:
     models: dict[str, ModelSpec]
     head: LogisticHead | None = None
     confidence: ConfidenceModel | None = None
-    policy: PolicySpec = field(default_factory=PolicySpec)
+    policy: PolicySpec | None = None  # None: the route files declare no policy
 
     def route_candidates(self) -> dict[str, tuple[Candidate, ...]]:
         """Each route's candidate models (a bundle built before candidates existed: its one model)."""
@@ -173,7 +173,7 @@ def build_bundle(
         "fallback_model": routeset.fallback_model,
         "fallback_candidates": [{"model": c.model, "quality": c.quality} for c in routeset.fallback_candidates],
         "models": {k: v.model_dump() for k, v in routeset.models.items()},
-        "policy": policy_doc(routeset.policy),
+        "policy": policy_doc(routeset.policy) if routeset.policy is not None else None,
         "defaults": routeset.defaults.model_dump(),
         "routes": [
             {
@@ -307,7 +307,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     try:
         defaults = Defaults.model_validate(routes["defaults"])
         models = {k: ModelSpec.model_validate(v) for k, v in routes["models"].items()}
-        policy = PolicySpec.model_validate(routes.get("policy") or {})
+        policy = PolicySpec.model_validate(routes["policy"]) if routes.get("policy") is not None else None
     except Exception as e:  # pydantic.ValidationError; a bundle is machine-written, so this is corruption
         raise BundleError(f"{path}: invalid route table ({e}); rebuild it") from e
     return Bundle(

@@ -265,7 +265,7 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None, ti
     m["data"] = {"path": str(data), "sha256": labelled.sha256}
     from .policy.evaluate import policy_side_by_side
 
-    run_tiers = list(router.policy.spec.tiers) if each_tier else list(tiers)
+    run_tiers = list(router.policy.spec.tiers) if each_tier and router.policy is not None else list(tiers)
     m["policy"] = policy_side_by_side(router, labelled.examples, run_tiers or None)
     if report is not None:
         from .report import write_report
@@ -281,6 +281,8 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None, ti
         click.echo(f"cost vs all-fallback: {m['cost']['ratio']:.1%} ({m['cost']['assumption']})")
     click.echo(f"decision latency: median {m['latency']['median_ms']:.2f} ms, p99 {m['latency']['p99_ms']:.2f} ms")
     p = m["policy"]
+    if not p["policy_version"]:
+        return
     click.echo(f"policy {p['policy_version']}: cost on {p['on']['cost']:.6g} vs off {p['off']['cost']:.6g}, "
                f"{p['on']['denied']} denied ({p['assumption']})")
     for name, row in p["by_tier"].items():

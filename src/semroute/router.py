@@ -38,8 +38,10 @@ class Router:
         self.bundle = bundle
         self.encoder = encoder
         self._defaults = bundle.defaults
-        self.policy = PolicyEngine(bundle.policy, bundle.models, bundle.route_candidates(),
-                                   bundle.fallback_candidates())
+        # None when the route files declare no policy: decisions are then the semantic step's alone, as before
+        # policies existed (no PII detection, no trace)
+        self.policy = (PolicyEngine(bundle.policy, bundle.models, bundle.route_candidates(),
+                                    bundle.fallback_candidates()) if bundle.policy is not None else None)
         # plug-in point: runtime state (breakers, budgets, observed latency) for each request; none by default
         self.runtime: RuntimeSource = NoRuntime()
         # plug-in point: per-query predicted quality per model, read by the objective; none by default
@@ -81,17 +83,18 @@ class Router:
         """Decide for each text: the policy's pre rules, the semantic step for those no rule decided, then the
         policy's post rules and candidate choice. ``policy=False``: the semantic step alone (calibration, and
         the policy-off side of evaluation). Raises PolicyDeniedError (naming ``texts[i]`` in a batch)."""
-        if not policy:
+        if not policy or self.policy is None:
             return self.semantic_batch(texts, top_scores=top_scores, top_neighbours=top_neighbours)
         _check_texts(texts)
         ctxs = list(contexts) if contexts is not None else [_NO_CONTEXT] * len(texts)
         if len(ctxs) != len(texts):
             raise ValueError("one context per text")
         many = len(texts) > 1
+        engine = self.policy
         pres = []
         for i, (t, c) in enumerate(zip(texts, ctxs, strict=True)):
             try:
-                pres.append(self.policy.pre(t, c, field_prefix=f"contexts[{i}]" if many else "context"))
+                pres.append(engine.pre(t, c, field_prefix=f"contexts[{i}]" if many else "context"))
             except PolicyDeniedError as e:
                 raise PolicyDeniedError(f"texts[{i}]: {e}" if many else str(e)) from None
         todo = [i for i, p in enumerate(pres) if not p.decided]
@@ -100,7 +103,7 @@ class Router:
         out = []
         for i, p in enumerate(pres):
             try:
-                out.append(self.policy.finish(p, semantic.get(i), index_version=self.version,
+                out.append(engine.finish(p, semantic.get(i), index_version=self.version,
                                               runtime=self.runtime.view(ctxs[i])))
             except PolicyDeniedError as e:
                 raise PolicyDeniedError(f"texts[{i}]: {e}" if many else str(e)) from None

@@ -156,7 +156,7 @@ class RouteSet:
     sources: dict[str, str]  # file path -> sha256 of its bytes
     fallback_utterances: tuple[str, ...] = ()
     fallback_candidates: tuple[Candidate, ...] = ()
-    policy: PolicySpec = field(default_factory=PolicySpec)
+    policy: PolicySpec | None = None  # None: no policy section anywhere (no policy step at all)
     warnings: tuple[str, ...] = ()  # file:line: field: message lines (e.g. a shadowed rule)
 
     def route(self, name: str) -> Route:
@@ -514,7 +514,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
         )
     model_specs = {k: v[0] for k, v in models.items()}
     warnings: list[str] = []
-    policy_spec = PolicySpec()
+    policy_spec: PolicySpec | None = None
     if policy is not None:
         from .policy.compile import check_policy
 

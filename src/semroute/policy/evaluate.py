@@ -31,6 +31,8 @@ def policy_side_by_side(router: Router, examples: Sequence[Example], tiers: Sequ
     """Policy on vs off. ``tiers``: evaluate every example under each of these tiers (default: each example's own
     metadata, or the default tier)."""
     engine = router.policy
+    if engine is None:
+        return {"policy_version": "", "note": "the route files declare no policy"}
     out_tokens = engine.spec.expected_output_tokens
     off_models: list[str] = []
     off_cost: list[float] = []

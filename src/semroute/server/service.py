@@ -159,6 +159,8 @@ class RouterService(pb_grpc.RouterServicer):
         _check_deadline(context, "before it reached the encoder; nothing was encoded")
         top_s, top_n = _options(opts)
         router = self._get_router()
+        if router.policy is None:  # no policy declared: the semantic step alone
+            return self._answer(await self._batcher.submit_many(texts, top_s, top_n), received_ns, context)
         ctxs = [_context(md, opts) for md in metadata]
         pres = _pre_all(router, texts, ctxs, fields)
         todo = [i for i, p in enumerate(pres) if not p.decided]
@@ -168,15 +170,25 @@ class RouterService(pb_grpc.RouterServicer):
             # a reload landed between the pre rules and the encoder: finish with the policy of the bundle that
             # scored the queries (route names and candidates come from it)
             router = self._get_router()
+            if router.policy is None:  # the new bundle declares no policy: its semantic decisions, for every query
+                done = ([semantic[i] for i in range(len(texts))] if len(todo) == len(texts)
+                        else await self._batcher.submit_many(texts, top_s, top_n))
+                return self._answer(done, received_ns, context)
             pres = _pre_all(router, texts, ctxs, fields)
+        engine = router.policy
+        assert engine is not None  # checked above, after the last reload
         decisions: list[tuple[Decision, int]] = []
         for i, p in enumerate(pres):
             sem, batch = semantic.get(i, (None, 0))
             try:
-                d = router.policy.finish(p, sem, index_version=router.version, runtime=router.runtime.view(ctxs[i]))
+                d = engine.finish(p, sem, index_version=router.version, runtime=router.runtime.view(ctxs[i]))
             except PolicyDeniedError as e:
                 raise _name_query(fields[i], e) from None
             decisions.append((d, batch))
+        return self._answer(decisions, received_ns, context)
+
+    def _answer(self, decisions: list[tuple[Decision, int]], received_ns: int,
+                context: grpc.aio.ServicerContext) -> list[pb.Decision]:
         total = time.perf_counter_ns() - received_ns
         out = [decision_to_pb(d, total_ns=total, batch_size=b) for d, b in decisions]
         # Metrics are bookkeeping, not part of the answer: record them after the response has been handed to
@@ -228,6 +240,7 @@ class RouterService(pb_grpc.RouterServicer):
 
 def info_response(router: Router, batcher: MicroBatcher) -> pb.InfoResponse:
     b = router.bundle
+    policy = router.policy
     routes: dict[str, Any] = b.routes
     enc = b.manifest["encoder"]
     th = dict(zip(b.table.names, b.table.thresholds.tolist(), strict=True))
@@ -258,14 +271,15 @@ def info_response(router: Router, batcher: MicroBatcher) -> pb.InfoResponse:
         bundle_created=b.manifest.get("created", ""),
         max_batch_size=batcher.max_batch_size,
         max_wait_us=batcher.max_wait_us,
-        policy_version=router.policy.version,
-        policy_json=json.dumps(router.policy.describe(), sort_keys=True),
-        tiers=list(router.policy.spec.tiers),
-        default_tier=router.policy.spec.default_tier or "",
+        policy_version=policy.version if policy is not None else "",
+        policy_json=json.dumps(policy.describe(), sort_keys=True) if policy is not None else "",
+        tiers=list(policy.spec.tiers) if policy is not None else [],
+        default_tier=(policy.spec.default_tier or "") if policy is not None else "",
     )
 
 
 def _pre_all(router: Router, texts: list[str], ctxs: list[RequestContext], fields: list[str]) -> list[PreResult]:
+    assert router.policy is not None
     out = []
     for t, c, f in zip(texts, ctxs, fields, strict=True):
         try:
