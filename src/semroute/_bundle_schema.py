@@ -35,6 +35,11 @@ class ManifestModel(_Loose):
     settings: dict[str, Any] = Field(default_factory=dict)
 
 
+class CandidateEntry(_Loose):
+    model: str
+    quality: Annotated[float, Field(allow_inf_nan=False, strict=False)] | None = None
+
+
 class RouteEntry(_Loose):
     name: str
     model: str
@@ -44,10 +49,12 @@ class RouteEntry(_Loose):
     description: str | None = None
     tier: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    candidates: list[CandidateEntry] | None = None
 
 
 class RoutesHeader(_Loose):
     fallback_model: str
+    fallback_candidates: list[CandidateEntry] | None = None
     models: dict[str, dict[str, Any]]
     defaults: dict[str, Any]
     routes: Annotated[list[RouteEntry], Field(min_length=1)]
