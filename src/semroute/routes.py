@@ -438,9 +438,9 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                 )
             policy = (rf.policy, path, loc)
         for name, spec in rf.models.items():
-            if not _NAME_RE.match(name):
+            if not _NAME_RE.fullmatch(name):
                 raise ConfigError(
-                    f"invalid model name '{name}'", file=path, line=loc.line(["models", name]),
+                    f"invalid model name {name!r}", file=path, line=loc.line(["models", name]),
                     field=f"models.{name}", hint=_NAME_HINT,
                 )
             if name in models and models[name][0] != spec:
@@ -487,9 +487,9 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                 f"{MAX_UTTERANCES_PER_ROUTE}", file=path, line=loc.line([*base, "utterances"]),
                 field=f"routes[{i}].utterances", hint="keep the most representative examples",
             )
-        if not _NAME_RE.match(r.name):
+        if not _NAME_RE.fullmatch(r.name):
             raise ConfigError(
-                f"invalid route name '{r.name}'", file=path, line=loc.line([*base, "name"]),
+                f"invalid route name {r.name!r}", file=path, line=loc.line([*base, "name"]),
                 field=f"routes[{i}].name", hint=_NAME_HINT,
             )
         if r.name in seen:

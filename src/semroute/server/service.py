@@ -48,12 +48,12 @@ class Limits:
 def _check_text(field: str, text: str, limit: int) -> None:
     if not text or not text.strip():
         raise RequestError(field, "is empty or only whitespace; send the user's query text")
-    if not has_content(text):
-        raise RequestError(field, f"{CONTENTLESS}; send the user's query text")
     if len(text) > limit:
         raise RequestError(
             field, f"is {len(text)} characters; the limit is {limit} (server flag --max-text-chars)"
         )
+    if not has_content(text):  # after the length check: it may read every character
+        raise RequestError(field, f"{CONTENTLESS}; send the user's query text")
 
 
 def _check_metadata(field: str, md: pb.RequestMetadata) -> None:
