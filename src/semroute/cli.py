@@ -340,10 +340,14 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
               help="Queued queries past which requests get RESOURCE_EXHAUSTED.")
 @click.option("--max-text-chars", default=10_000, show_default=True, help="Longest accepted query text.")
 @click.option("--max-batch-queries", default=256, show_default=True, help="Most queries in one RouteBatch call.")
-@click.option("--grace-period", default=10.0, show_default=True, help="Seconds to drain on SIGTERM/SIGINT.")
+@click.option("--grace-period", default=10.0, show_default=True,
+              help="Seconds to drain on SIGTERM/SIGINT; keep it below the orchestrator's termination grace period "
+              "(docs/operations.md).")
 @click.option("--watch/--no-watch", default=True, show_default=True,
               help="Reload when the bundle on disk changes (SIGHUP always reloads).")
 @click.option("--watch-interval", default=2.0, show_default=True, help="Seconds between bundle checks.")
+@click.option("--max-tenants", default=100, show_default=True,
+              help="Distinct tenants labelled in semroute_tenant_requests_total; later ones share '(other)'.")
 @_errors
 def serve(index_dir: Path, **options: Any) -> None:
     """Serve the Router gRPC API (with health checking and reflection) on a bundle."""
