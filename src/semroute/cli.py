@@ -1,7 +1,7 @@
 """The ``semroute`` command: parse, call, print, and turn errors into one-line messages and exit codes.
 
 Heavy modules (onnxruntime, faiss, grpc server, torch) are imported inside commands, so ``semroute --help`` is fast.
-Every option can also be set from the environment as ``SEMROUTE_<OPTION>`` (e.g. ``SEMROUTE_PORT``).
+Every option can also be set from the environment as ``SEMROUTE_<OPTION>`` (e.g. ``SEMROUTE_PORT``; see _envvars.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ._envvars import EnvGroup
 from .errors import SemrouteError, exit_code
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,7 +36,7 @@ def _errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"auto_envvar_prefix": "SEMROUTE", "help_option_names": ["-h", "--help"]})
+@click.group(cls=EnvGroup, context_settings={"auto_envvar_prefix": "SEMROUTE", "help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="semroute")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
