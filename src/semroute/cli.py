@@ -177,6 +177,9 @@ def _print_decision(text: str, d: dict[str, Any]) -> None:
     )
     others = ", ".join(f"{s['route']}={s['score']:.3f}" for s in d["scores"])
     click.echo(f"  scores: {others}")
+    for n in d["neighbours"]:  # as many as --neighbours asked for
+        where = n["route"] or "fallback"
+        click.echo(f"  near: {n['similarity']:.3f} {where}{' (negative)' if n['negative'] else ''}  {n['text']!r}")
 
 
 @main.command("eval")
@@ -191,6 +194,10 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) ->
     from .labelled import load_labelled
     from .router import Router
 
+    if report is not None:
+        from .report import require_matplotlib
+
+        require_matplotlib()  # before the evaluation runs, not after
     router = Router.load(index_dir)
     labelled = load_labelled(data, known_routes=router.bundle.table.names)
     m, scored = evaluate(router, labelled.examples)
@@ -223,11 +230,14 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) ->
               help="Shrinkage towards the global threshold, in validation examples.")
 @click.option("--confidence/--no-confidence", default=True, show_default=True,
               help="Fit a confidence model (score, margin, kNN, head, nearest similarity) and threshold it.")
+@click.option("--force", is_flag=True, help="Replace --out if it already holds a bundle.")
 @_errors
 def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: float | None, oos_share: float | None,
-              prior: float, confidence: bool) -> None:
+              prior: float, confidence: bool, force: bool) -> None:
     """Fit per-route thresholds on validation data and write them as a new bundle version."""
-    from .bundle import derive_bundle
+    from .bundle import check_out_dir, derive_bundle
+
+    check_out_dir(out, force=force)
     from .calibration import calibrate as fit
     from .evaluation import score_examples
     from .labelled import load_labelled

@@ -10,11 +10,21 @@ from typing import Any
 from .errors import SemrouteError
 
 
-def _plt() -> Any:
+def require_matplotlib() -> None:
+    """Raise the install hint when the plotting extra is missing (the serving install, e.g. ``make serve``'s venv,
+    does not have it)."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError as e:
-        raise SemrouteError("reports need matplotlib: pip install 'semroute[eval]'") from e
+        raise SemrouteError(
+            "--report needs matplotlib, which the serving install (make serve) leaves out: "
+            "pip install 'semroute[eval]' (.venv/bin/pip in a make serve checkout), or run without --report"
+        ) from e
+
+
+def _plt() -> Any:
+    require_matplotlib()
+    import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
