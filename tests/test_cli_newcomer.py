@@ -56,3 +56,11 @@ def test_eval_report_without_matplotlib_says_how_to_install(bundle_dir: Path, tm
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert "pip install 'semroute[eval]'" in r.stderr and r.stderr.count("\n") == 1
     assert not (tmp_path / "rep").exists()
+
+
+def test_eval_report_says_per_route_thresholds_are_off_the_global_curve(bundle_dir: Path, tmp_path: Path) -> None:
+    # the bundled routes set billing and account to 0.32 and the rest to 0.55
+    r = run("eval", "--index", str(bundle_dir), "--data", str(EVAL), "--report", str(tmp_path / "rep"))
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "thresholds are per route (0.32-0.55)" in text and "beside those curves" in text

@@ -205,7 +205,8 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) ->
     if report is not None:
         from .report import write_report
 
-        path = write_report(report, m, sweep(scored, **cost_inputs(router)), title=f"semroute eval: {data.name}")
+        path = write_report(report, m, sweep(scored, **cost_inputs(router)), title=f"semroute eval: {data.name}",
+                            bundle_thresholds=router.bundle.table.thresholds.tolist())
         click.echo(f"wrote {path}", err=True)
     if as_json:
         click.echo(json.dumps(m))
