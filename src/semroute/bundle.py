@@ -36,7 +36,7 @@ from ._bundle_schema import check_embeddings, check_head, check_manifest, check_
 from ._fs import replace_dir, temp_dir_beside
 from .confidence import ConfidenceModel
 from .encoder import META_FILE, MODEL_FILE, TOKENIZER_FILE, Encoder, file_sha256, fingerprint_dir
-from .errors import BundleError
+from .errors import BundleError, RequestError
 from .heads import LogisticHead, fit_head
 from .index import VectorIndex, choose_factory
 from .policy.compile import policy_doc
@@ -379,6 +379,21 @@ def make_table(routes: dict[str, Any], thresholds: dict[str, float] | None = Non
         fallback_model=routes["fallback_model"],
         n_positive=np.array([r["n_utterances"] for r in routes["routes"]], dtype=np.int64),
     )
+
+
+def check_out_dir(out: Path, *, force: bool) -> None:
+    """Refuse to replace an existing directory unless asked to, and even then only a bundle (or an empty
+    directory): ``calibrate --out`` pointed at the wrong path must not wipe it. Checked before any work."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise RequestError("--out", f"{out} exists and is not a directory; choose a new directory")
+    if not force:
+        raise RequestError("--out", f"{out} already exists; choose a new directory, or pass --force to replace it")
+    if (out / MANIFEST).is_file() or not any(out.iterdir()):
+        return
+    raise RequestError("--out", f"{out} is a non-empty directory that is not a bundle; --force replaces only a "
+                       "bundle: choose a new directory")
 
 
 def derive_bundle(

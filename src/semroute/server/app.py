@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,29 @@ class ServeConfig:
     max_tenants: int = 100  # distinct tenants labelled in semroute_tenant_requests_total; the rest share one label
 
 
+def check_bindable(host: str, port: int, flag: str = "port") -> None:
+    """Fail with one clear line when ``host:port`` cannot be bound. gRPC's own bind failure is first logged by
+    its C++ core on stderr (a line operators mistake for a crash) and then reported without the reason, so the
+    address is tried here, before loading the bundle (a port in use is known in milliseconds, not after a load).
+    A port taken in the moment between this check and gRPC's bind still fails, with gRPC's messages."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise SemrouteError(f"cannot bind {host}:{port}: {e.strerror} (check --host / SEMROUTE_HOST)") from e
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: a TIME_WAIT port is free
+            try:
+                s.bind(addr)
+            except OSError as e:
+                raise SemrouteError(
+                    f"cannot bind {host}:{port}: {(e.strerror or str(e)).lower()} (another process holds it? "
+                    f"choose another --{flag} / SEMROUTE_{flag.upper().replace('-', '_')})"
+                ) from e
+
+
 async def serve(
     config: ServeConfig,
     *,
@@ -61,6 +85,8 @@ async def serve(
     and SIGHUP reloads are not available); returns the exit code. ``ready(port, version)`` is called once
     SERVING."""
     metrics = Metrics(max_tenants=config.max_tenants)
+    check_bindable(config.host, config.port)
+    check_bindable(config.host, config.metrics_port, "metrics-port")
     # 1. load and warm: a bad bundle fails here, before a port is bound
     router = await asyncio.to_thread(Router.load, config.index, threads=config.threads)
     holder = RouterHolder(router, config.index, config.threads, metrics)
