@@ -52,7 +52,7 @@ def _selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 def _serve_args() -> dict[str, str]:
     args = _container(_one("Deployment", "semroute"), "semroute")["args"]
     assert all(re.fullmatch(r"--[a-z-]+(=.*)?", a) for a in args), "write every serve option as --name=value"
-    return dict((a.split("=", 1) + [""])[:2] for a in args)  # type: ignore[misc]
+    return {a.partition("=")[0]: a.partition("=")[2] for a in args}
 
 
 @pytest.mark.parametrize("version", K8S_VERSIONS)
