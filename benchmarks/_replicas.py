@@ -127,6 +127,11 @@ class Replica:
             time.sleep(0.2)
         raise TimeoutError(f"replica {self.name} still serves {self.version()}, not {want}")
 
+    def memory_mb(self) -> dict[str, float]:
+        """Resident memory now and at its peak (VmRSS, VmHWM), for sizing the Kubernetes requests and limits."""
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
+        return {"rss_mb": int(status["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024}
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)

@@ -13,6 +13,11 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import grpc
+
+from semroute._proto.semroute.v1 import router_pb2 as pb
+from semroute._proto.semroute.v1 import router_pb2_grpc as pb_grpc
+
 from ._common import REPO, Mode, build, summary
 from ._replicas import Envoy, Load, Replica, envoy_config
 
@@ -47,6 +52,13 @@ def run(mode: Mode, workdir: Path) -> dict[str, Any]:
         before = envoy.hosts()
         load = Load(envoy.target, threads=4, max_requests=1_000_000, max_seconds=seconds).start().join()
         after = envoy.hosts()
+        memory = {"after_load": [r.memory_mb() for r in replicas]}
+        # the worst case for memory: full batches of the longest texts the encoder reads (256 tokens)
+        with grpc.insecure_channel(replicas[0].target) as ch:
+            long_text = " ".join(["token"] * 400)
+            batch = pb.RouteBatchRequest(queries=[pb.Query(text=long_text)] * 64)
+            pb_grpc.RouterStub(ch).RouteBatch(batch, timeout=300)
+        memory["r0_after_64_longest_texts"] = replicas[0].memory_mb()
     finally:
         if envoy is not None:
             envoy.stop()
@@ -66,6 +78,7 @@ def run(mode: Mode, workdir: Path) -> dict[str, Any]:
         "c1_direct_ms": direct,
         "c1_envoy_ms": proxied,
         "c1_p50_ratio_envoy_over_direct": proxied["median_ms"] / direct["median_ms"],
+        "memory": memory,
     }
 
 
@@ -87,4 +100,9 @@ def table(res: dict[str, Any]) -> str:
         f"| direct to one replica | {d['median_ms']:.2f} | {d['p99_ms']:.2f} |",
         f"| through Envoy | {e['median_ms']:.2f} | {e['p99_ms']:.2f} |",
         f"| ratio Envoy / direct | {res['c1_p50_ratio_envoy_over_direct']:.2f} | |",
+        "",
+        "Memory per replica (MB): after the load "
+        + ", ".join(f"{m['rss_mb']:.0f} (peak {m['peak_rss_mb']:.0f})" for m in res["memory"]["after_load"])
+        + f"; r0 after a RouteBatch of 64 texts at the encoder's 256-token limit: peak "
+        f"{res['memory']['r0_after_64_longest_texts']['peak_rss_mb']:.0f}.",
     ])
