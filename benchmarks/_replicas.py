@@ -84,18 +84,27 @@ class Replica:
         self.log_path = workdir / name / "serve.log"
         self.bundle.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(bundle, self.bundle, copy_function=os.link)
+        self.extra = extra
+        self.port = 0
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "semroute.cli", "serve", "--index", str(self.bundle), "--port", "0",
-             "--no-watch", "--grace-period", "5", *extra],
+        self.proc = self._start(0)
+
+    def _start(self, port: int) -> subprocess.Popen[bytes]:
+        self._log.write(f"--- start on port {port}\n")
+        self._log.flush()
+        self._log_from = self.log_path.stat().st_size
+        return subprocess.Popen(
+            [sys.executable, "-m", "semroute.cli", "serve", "--index", str(self.bundle), "--port", str(port),
+             "--no-watch", "--grace-period", "5", *self.extra],
             stdout=subprocess.DEVNULL, stderr=self._log, env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )
-        self.port = 0
 
     def wait_serving(self, timeout: float = 180) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            m = re.search(r"serving bundle \S+ on 127\.0\.0\.1:(\d+)", self.log_path.read_text())
+            with self.log_path.open() as f:
+                f.seek(self._log_from)
+                m = re.search(r"serving bundle \S+ on 127\.0\.0\.1:(\d+)", f.read())
             if m:
                 self.port = int(m.group(1))
                 return self.port
@@ -127,12 +136,22 @@ class Replica:
             time.sleep(0.2)
         raise TimeoutError(f"replica {self.name} still serves {self.version()}, not {want}")
 
-    def memory_mb(self) -> dict[str, float]:
-        """Resident memory now and at its peak (VmRSS, VmHWM), for sizing the Kubernetes requests and limits."""
-        status = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
-        return {"rss_mb": int(status["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024}
+    def restart(self, new_bundle: Path | None = None, timeout: float = 180) -> str:
+        """What a Kubernetes rollout does to a pod: SIGTERM (the server drains), then a new process on the same
+        port, optionally on a new bundle; returns the version it serves once it is up."""
+        self.stop_process()
+        if new_bundle is not None:
+            tmp = temp_dir_beside(self.bundle)
+            shutil.rmtree(tmp)
+            shutil.copytree(new_bundle, tmp, copy_function=os.link)
+            replace_dir(tmp, self.bundle)
+        port = self.port
+        self.proc = self._start(port)
+        if self.wait_serving(timeout) != port:
+            raise RuntimeError(f"replica {self.name} came back on another port")
+        return self.version()
 
-    def stop(self) -> None:
+    def stop_process(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -140,6 +159,14 @@ class Replica:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
+
+    def memory_mb(self) -> dict[str, float]:
+        """Resident memory now and at its peak (VmRSS, VmHWM), for sizing the Kubernetes requests and limits."""
+        status = dict(line.split(":", 1) for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines())
+        return {"rss_mb": int(status["VmRSS"].split()[0]) / 1024, "peak_rss_mb": int(status["VmHWM"].split()[0]) / 1024}
+
+    def stop(self) -> None:
+        self.stop_process()
         self._log.close()
 
 

@@ -118,6 +118,33 @@ def test_rolling_a_new_bundle_across_replicas_fails_no_request(cluster: Cluster)
     assert not after.errors and set(after.versions) == {new}, (after.errors, after.versions)
 
 
+def test_restarting_replicas_one_by_one_fails_no_request(cluster: Cluster) -> None:
+    # A Kubernetes rollout of a new image: each replica in turn gets SIGTERM (health turns NOT_SERVING, in-flight
+    # requests finish, the port closes) and a new process starts on a new bundle. Envoy must route around the
+    # draining and the absent replica. The new process binds the same port (a STATIC cluster cannot follow a new
+    # one); the port is free for the second it takes unless another program grabs it in that second.
+    from semroute.bundle import derive_bundle
+
+    old = cluster.replicas[0].version()
+    routes = json.loads((cluster.replicas[0].bundle / "routes.json").read_text())
+    thresholds = {r["name"]: round(max(r["threshold"] - 0.02, 0.01), 4) for r in routes["routes"]}
+    image_bundle = cluster.workdir / "image-bundle"
+    new = derive_bundle(cluster.replicas[0].bundle, image_bundle, thresholds=thresholds,
+                        calibration={"note": "restart test"}).version
+    load = Load(cluster.envoy.target, threads=4, max_requests=20_000, max_seconds=600).start()
+    try:
+        load.wait_done(50, timeout=120)
+        for replica in cluster.replicas:
+            assert replica.restart(image_bundle) == new
+            cluster.envoy.wait_healthy([replica.port])  # as maxUnavailable: 0 waits for Ready
+            start = load.done
+            load.wait_done(start + 30, timeout=120)
+    finally:
+        load.stop()
+    assert not load.errors, load.errors
+    assert set(load.versions) == {old, new}, load.versions
+
+
 def test_killing_a_replica_mid_load_fails_no_request(cluster: Cluster) -> None:
     victim = cluster.replicas[1]
     before = _counts(cluster.envoy, cluster.replicas)
