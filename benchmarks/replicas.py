@@ -3,8 +3,10 @@
 The issue's spread check at full length: a fixed-duration load (30 s with --full, 10 s with --quick) through Envoy,
 then how evenly the replicas shared it (Envoy's per-host request counts). Side by side in the same run, Route
 latency at concurrency 1 straight to one replica and through Envoy, in alternating blocks, so Envoy's cost per
-request is a ratio of two numbers taken under the same machine load. All three replicas share this machine's
-cores, so throughput here says nothing about scaling out; it is recorded only to show the load was real.
+request is a ratio of two numbers taken under the same machine load. Then the failover scenario (restart each
+replica in turn, then SIGKILL one, under load) with the shipped config and with its retry policies removed.
+All three replicas share this machine's cores, so throughput here says nothing about scaling out; it is recorded
+only to show the load was real.
 """
 
 from __future__ import annotations
@@ -37,6 +39,47 @@ def _latencies(targets: dict[str, str], seconds: float, blocks: int = 6) -> dict
     return {name: summary(xs) for name, xs in samples.items()}
 
 
+def without_retries(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The shipped config with every route's retry_policy removed: the ablation that shows what retries buy."""
+    hcm = cfg["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    for route in hcm["route_config"]["virtual_hosts"][0]["routes"]:
+        route["route"].pop("retry_policy")
+    return cfg
+
+
+def _failover(bundle: Path, workdir: Path, retries: bool) -> dict[str, Any]:
+    """Under 4 concurrent clients: restart each replica in turn (SIGTERM, drain, a new process on the same port,
+    as a rollout does), then SIGKILL one; count the requests clients saw fail."""
+    replicas = [Replica(bundle, workdir, f"r{i}") for i in range(N_REPLICAS)]
+    envoy = None
+    try:
+        ports = [r.wait_serving() for r in replicas]
+        cfg = envoy_config(ports)
+        envoy = Envoy(cfg if retries else without_retries(cfg), workdir / "envoy")
+        envoy.wait_healthy(ports)
+        load = Load(envoy.target, threads=4, max_requests=1_000_000, max_seconds=600).start()
+        try:
+            load.wait_done(50, timeout=120)
+            for r in replicas:
+                r.restart()
+                envoy.wait_healthy([r.port])
+                load.wait_done(load.done + 30, timeout=120)
+            at_kill = load.done
+            replicas[1].proc.kill()
+            replicas[1].proc.wait(30)
+            load.wait_done(at_kill + 300, timeout=300)
+        finally:
+            load.stop()
+        retried = envoy.stats("cluster.semroute.upstream_rq_retry").get("cluster.semroute.upstream_rq_retry", 0)
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        for r in replicas:
+            r.stop()
+    return {"requests": load.ok + sum(load.errors.values()), "failed": sum(load.errors.values()),
+            "errors": dict(load.errors), "envoy_retries": retried}
+
+
 def run(mode: Mode, workdir: Path) -> dict[str, Any]:
     bundle = workdir / "replicas-bundle"
     build(REPO / "routes", bundle)
@@ -64,6 +107,8 @@ def run(mode: Mode, workdir: Path) -> dict[str, Any]:
             envoy.stop()
         for r in replicas:
             r.stop()
+    failover = {name: _failover(bundle, workdir / f"failover-{name}", retries=name == "shipped")
+                for name in ("shipped", "without_retries")}
     per_replica = [after[p].get("rq_total", 0) - before[p].get("rq_total", 0) for p in ports]
     even = sum(per_replica) / N_REPLICAS
     return {
@@ -79,6 +124,7 @@ def run(mode: Mode, workdir: Path) -> dict[str, Any]:
         "c1_envoy_ms": proxied,
         "c1_p50_ratio_envoy_over_direct": proxied["median_ms"] / direct["median_ms"],
         "memory": memory,
+        "failover": failover,
     }
 
 
@@ -105,4 +151,12 @@ def table(res: dict[str, Any]) -> str:
         + ", ".join(f"{m['rss_mb']:.0f} (peak {m['peak_rss_mb']:.0f})" for m in res["memory"]["after_load"])
         + f"; r0 after a RouteBatch of 64 texts at the encoder's 256-token limit: peak "
         f"{res['memory']['r0_after_64_longest_texts']['peak_rss_mb']:.0f}.",
+        "",
+        "Failover under 4 clients: each replica restarted in turn (SIGTERM, drain, new process), then one SIGKILLed.",
+        "",
+        "| Envoy config | requests | failed | Envoy retries | failures |",
+        "|---|---|---|---|---|",
+        *[f"| {name.replace('_', ' ')} | {f['requests']} | {f['failed']} | {f['envoy_retries']} | "
+          f"{'; '.join(f'{n}x {e}' for e, n in f['errors'].items()) or '-'} |"
+          for name, f in res.get("failover", {}).items()],
     ])
