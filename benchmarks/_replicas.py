@@ -96,7 +96,8 @@ class Replica:
         return subprocess.Popen(
             [sys.executable, "-m", "semroute.cli", "serve", "--index", str(self.bundle), "--port", str(port),
              "--no-watch", "--grace-period", "5", *self.extra],
-            stdout=subprocess.DEVNULL, stderr=self._log, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+            stdout=subprocess.DEVNULL, stderr=self._log,
+            env={**os.environ, "HF_HUB_OFFLINE": "1", "ORT_DISABLE_TELEMETRY": "1"},  # as deployment.yaml
         )
 
     def wait_serving(self, timeout: float = 180) -> int:

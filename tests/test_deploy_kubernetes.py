@@ -148,6 +148,8 @@ def test_deployment_runs_non_root_with_a_read_only_root_filesystem() -> None:
     assert sc["capabilities"]["drop"] == ["ALL"]
     # the bundle the server loads is the one the image carries
     assert f"COPY --from=builder /bundle {_serve_args()['--index']}" in dockerfile
+    # onnxruntime's telemetry is off: it would try to write under $HOME and to upload (nothing may reach out)
+    assert {"name": "ORT_DISABLE_TELEMETRY", "value": "1"} in c["env"]
     # the only writable path is an emptyDir scratch mount
     mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
     volumes = {v["name"]: v for v in pod["volumes"]}
