@@ -9,6 +9,7 @@ ENV would bind 50051 and 9090 on the host)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -78,14 +79,14 @@ def _descendant(pid: int, name: str) -> int:
         while todo:
             p = todo.pop()
             seen.append(p)
-            try:
-                children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
-            except OSError:
-                children = []
-            todo += [int(c) for c in children]
+            # every thread's children: buildah is Go, and may start a child from any of its threads
+            for task in Path(f"/proc/{p}/task").glob("*"):
+                with contextlib.suppress(OSError):  # the thread or process ended meanwhile
+                    todo += [int(c) for c in (task / "children").read_text().split()]
         for p in seen[1:]:
             try:
-                if name in Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                if name in cmd and not cmd.startswith("buildah"):  # the process itself, not buildah's wrapper
                     return p
             except OSError:
                 pass
