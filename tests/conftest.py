@@ -61,3 +61,17 @@ def clinc() -> dict[str, list[list[str]]]:
     from benchmarks._common import clinc
 
     return clinc()
+
+
+@pytest.fixture()
+def redis_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real redis-server on a free loopback port (stopped afterwards)."""
+    from redis_harness import REDIS_BIN, RedisServer
+
+    if REDIS_BIN is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); needed for shared-state tests")
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .runtime.settings import FeedbackSpec, check_feedback
 
 Aggregation = Literal["max", "mean_topk"]
 ScorerKind = Literal["knn", "logistic"]
@@ -104,6 +105,7 @@ class RouteFileModel(_Strict):
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     defaults: Defaults | None = None
     routes: list[RouteSpec] = Field(default_factory=list)
+    feedback: FeedbackSpec | None = None  # runtime feedback settings: semroute.runtime.settings
 
 
 @dataclass(frozen=True)
@@ -130,6 +132,7 @@ class RouteSet:
     routes: tuple[Route, ...]
     sources: dict[str, str]  # file path -> sha256 of its bytes
     fallback_utterances: tuple[str, ...] = ()
+    feedback: FeedbackSpec | None = None
 
     def route(self, name: str) -> Route:
         for r in self.routes:
@@ -188,6 +191,7 @@ _ALLOWED = {
     "defaults": list(Defaults.model_fields),
     "fallback": list(Fallback.model_fields),
     "models": list(ModelSpec.model_fields),
+    "feedback": list(FeedbackSpec.model_fields),
 }
 
 
@@ -308,6 +312,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
     models: dict[str, tuple[ModelSpec, Path]] = {}
     pending: list[tuple[RouteSpec, int, Path, _Located]] = []
     sources: dict[str, str] = {}
+    feedback: tuple[FeedbackSpec, Path, _Located] | None = None
 
     for path in files:
         sources[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -333,6 +338,13 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                     hint="declare defaults in exactly one file",
                 )
             defaults, defaults_at = rf.defaults, path
+        if rf.feedback is not None:
+            if feedback is not None:
+                raise ConfigError(
+                    f"feedback settings are already declared in {feedback[1]}", file=path,
+                    line=loc.line(["feedback"]), field="feedback", hint="declare 'feedback' in exactly one file",
+                )
+            feedback = (rf.feedback, path, loc)
         for name, spec in rf.models.items():
             if not _NAME_RE.match(name):
                 raise ConfigError(
@@ -455,6 +467,8 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                               hint="an example goes either to a route or to the fallback; remove it from one")
         if text not in fallback_examples:
             fallback_examples.append(text)
+    if feedback is not None:
+        check_feedback(feedback[0], list(models), [r.name for r in routes], file=feedback[1], line=feedback[2].line)
     return RouteSet(
         fallback_model=fallback[0],
         models={k: v[0] for k, v in models.items()},
@@ -462,4 +476,5 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
         routes=tuple(routes),
         sources=sources,
         fallback_utterances=tuple(fallback_examples),
+        feedback=feedback[0] if feedback is not None else None,
     )
