@@ -75,3 +75,11 @@ def redis_server(tmp_path: Path):  # type: ignore[no-untyped-def]
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def feedback_bundle(encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled routes plus a feedback: section (breakers, ladder, budgets, cache, endpoints)."""
+    from feedback_fixtures import build_feedback_bundle
+
+    return build_feedback_bundle(ROUTES, encoder_dir, tmp_path_factory.mktemp("feedback"))

@@ -9,7 +9,8 @@ import subprocess
 import time
 from pathlib import Path
 
-REDIS_BIN = shutil.which("redis-server") or ("/usr/bin/redis-server" if Path("/usr/bin/redis-server").exists() else None)
+_DEBIAN = Path("/usr/bin/redis-server")
+REDIS_BIN = shutil.which("redis-server") or (str(_DEBIAN) if _DEBIAN.exists() else None)
 
 
 def free_port() -> int:

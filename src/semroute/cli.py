@@ -262,6 +262,9 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
 @click.option("--watch/--no-watch", default=True, show_default=True,
               help="Reload when the bundle on disk changes (SIGHUP always reloads).")
 @click.option("--watch-interval", default=2.0, show_default=True, help="Seconds between bundle checks.")
+@click.option("--state", default="memory", show_default=True,
+              help="Runtime feedback state (breakers, budgets, cache, conversations): 'memory' for this process, "
+                   "or redis://HOST:PORT shared by replicas.")
 @_errors
 def serve(index_dir: Path, **options: Any) -> None:
     """Serve the Router gRPC API (with health checking and reflection) on a bundle."""

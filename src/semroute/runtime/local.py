@@ -27,7 +27,7 @@ class _Window:
             self.failures -= f
 
 
-class _Expiring:
+class Expiring:
     """A dict whose entries expire; bounded (oldest entries go first past ``limit``)."""
 
     def __init__(self, limit: int) -> None:
@@ -62,10 +62,10 @@ class InProcessStore:
         self._latency: dict[str, float] = {}
         self._counters: dict[str, int] = {}
         self._cost: dict[str, float] = {}
-        self._cache = _Expiring(limit)
-        self._conversations = _Expiring(limit)
-        self._reports = _Expiring(limit)
-        self._requests = _Expiring(limit)
+        self._cache = Expiring(limit)
+        self._conversations = Expiring(limit)
+        self._reports = Expiring(limit)
+        self._requests = Expiring(limit)
 
     # breakers ---------------------------------------------------------------------------------------------------
     async def breakers(self, now: float, spec: BreakerSpec) -> dict[str, Breaker]:

@@ -162,7 +162,7 @@ class RedisStore:
                 return await local()
         try:
             return await remote()
-        except (RedisError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, RedisError, OSError) as e:
             self._retry_at = time.monotonic() + self._retry_s
             if self.up:
                 self.up = False
@@ -190,7 +190,7 @@ class RedisStore:
                 for key, raw in outage.raw_breakers().items():
                     pipe.hsetnx(self._k("breakers"), key, raw)
                 await pipe.execute()
-            except (RedisError, OSError, asyncio.TimeoutError) as e:
+            except (TimeoutError, RedisError, OSError) as e:
                 self.local = outage  # still down after all: keep counting locally
                 self._retry_at = time.monotonic() + self._retry_s
                 log.debug("resync failed: %s", e)
@@ -207,7 +207,7 @@ class RedisStore:
     # breakers ---------------------------------------------------------------------------------------------------
     async def breakers(self, now: float, spec: BreakerSpec) -> dict[str, Breaker]:
         async def remote() -> dict[str, Breaker]:
-            raw: dict[bytes, bytes] = await self._r.hgetall(self._k("breakers"))  # type: ignore[misc]
+            raw: dict[Any, Any] = await self._r.hgetall(self._k("breakers"))  # type: ignore[misc,unused-ignore]
             return {k.decode(): Breaker.parse(v.decode(), now, spec.cooldown_s) for k, v in raw.items()}
 
         return await self._call(remote, lambda: self.local.breakers(now, spec))
@@ -241,7 +241,7 @@ class RedisStore:
 
     async def latencies(self) -> dict[str, float]:
         async def remote() -> dict[str, float]:
-            raw: dict[bytes, bytes] = await self._r.hgetall(self._k("latency"))  # type: ignore[misc]
+            raw: dict[Any, Any] = await self._r.hgetall(self._k("latency"))  # type: ignore[misc,unused-ignore]
             return {k.decode(): float(v) for k, v in raw.items()}
 
         return await self._call(remote, self.local.latencies)
@@ -289,7 +289,7 @@ class RedisStore:
 
     async def conversation_get(self, conversation: str) -> str | None:
         async def remote() -> str | None:
-            v = await self._r.get(self._k("conv:" + conversation))
+            v: Any = await self._r.get(self._k("conv:" + conversation))
             return v.decode() if v is not None else None
 
         return await self._call(remote, lambda: self.local.conversation_get(conversation))
@@ -314,7 +314,7 @@ class RedisStore:
 
     async def recall_request(self, request_id: str) -> str | None:
         async def remote() -> str | None:
-            v = await self._r.get(self._k("req:" + request_id))
+            v: Any = await self._r.get(self._k("req:" + request_id))
             return v.decode() if v is not None else None
 
         return await self._call(remote, lambda: self.local.recall_request(request_id))

@@ -48,6 +48,7 @@ class ServeConfig:
     grace_period: float = 10.0
     watch: bool = True
     watch_interval: float = 2.0
+    state: str = "memory"  # runtime feedback state: 'memory' (this process) or redis://HOST:PORT shared by replicas
 
 
 class RouterHolder:
@@ -116,6 +117,9 @@ async def serve(
     and SIGHUP reloads are not available); returns the exit code. ``ready(port, version)`` is called once
     SERVING."""
     metrics = Metrics()
+    from .feedback import make_store
+
+    feedback = make_store(config.state, metrics)  # a bad --state URL fails here, before anything loads
     # 1. load and warm: a bad bundle fails here, before a port is bound
     router = await asyncio.to_thread(Router.load, config.index, threads=config.threads)
     holder = RouterHolder(router, config.index, config.threads, metrics)
@@ -129,7 +133,8 @@ async def serve(
     # 2. bind
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     limits = Limits(max_text_chars=config.max_text_chars, max_batch_queries=config.max_batch_queries)
-    service = RouterService(lambda: holder.current, batcher, limits, metrics)
+    service = RouterService(lambda: holder.current, batcher, limits, metrics, feedback)
+    feedback.sync(holder.current)
     pb_grpc.add_RouterServicer_to_server(service, server)  # type: ignore[no-untyped-call]
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -189,6 +194,7 @@ async def serve(
             await asyncio.sleep(0.01)
         await server.stop(max(deadline - loop.time(), 0.5))
         await batcher.close()
+        await feedback.loop.store.close()
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)

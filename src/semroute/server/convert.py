@@ -10,6 +10,11 @@ REASON_TO_PB = {
     Reason.BELOW_THRESHOLD: pb.REASON_BELOW_THRESHOLD,
     Reason.NEGATIVE_MATCH: pb.REASON_NEGATIVE_MATCH,
     Reason.NO_MATCH: pb.REASON_NO_MATCH,
+    Reason.ESCALATION_BUDGET_EXHAUSTED: pb.REASON_ESCALATION_BUDGET_EXHAUSTED,
+    Reason.ESCALATED: pb.REASON_ESCALATED,
+    Reason.BREAKER_OPEN: pb.REASON_BREAKER_OPEN,
+    Reason.STICKY: pb.REASON_STICKY,
+    Reason.COST_BUDGET_EXHAUSTED: pb.REASON_COST_BUDGET_EXHAUSTED,
 }
 _PB_TO_REASON = {v: k for k, v in REASON_TO_PB.items()}
 
@@ -43,6 +48,12 @@ def decision_to_pb(d: Decision, *, total_ns: int = 0, batch_size: int = 1) -> pb
         msg.route = d.route
     if d.threshold is not None:
         msg.threshold = d.threshold
+    if d.cached:
+        msg.cached = True
+    if d.endpoint is not None:
+        msg.endpoint = d.endpoint
+    if d.feedback_trace:
+        msg.feedback_trace.extend(d.feedback_trace)
     return msg
 
 
@@ -65,4 +76,7 @@ def decision_from_pb(msg: pb.Decision) -> Decision:
             tokenize_ns=t.tokenize_ns, encode_ns=t.encode_ns, search_ns=t.search_ns, score_ns=t.score_ns,
             queue_ns=t.queue_ns,
         ),
+        cached=msg.cached,
+        endpoint=msg.endpoint if msg.HasField("endpoint") else None,
+        feedback_trace=tuple(msg.feedback_trace),
     )

@@ -31,6 +31,27 @@ class Metrics:
         self.queue_depth = Gauge("semroute_queue_depth", "Queries waiting for the encoder", registry=r)
         self.reloads = Counter("semroute_reloads_total", "Bundle reloads by result", ["result"], registry=r)
         self.bundle = Info("semroute_bundle", "The bundle now serving", registry=r)
+        # runtime feedback (semroute.runtime)
+        self.breaker_state = Gauge(
+            "semroute_breaker_state", "Circuit breaker per model or model@endpoint: 0 closed, 1 half-open, 2 open",
+            ["key"], registry=r,
+        )
+        self.state_store_up = Gauge(
+            "semroute_state_store_up", "1 while the state store answers (always 1 in process)", registry=r
+        )
+        self.cache_lookups = Counter("semroute_decision_cache_lookups_total", "Decision cache lookups", registry=r)
+        self.cache_hits = Counter("semroute_decision_cache_hits_total", "Decision cache hits", registry=r)
+        self.cache_hit_ratio = Gauge(
+            "semroute_decision_cache_hit_ratio", "Decision cache hits / lookups since start", registry=r
+        )
+        self.escalations = Counter(
+            "semroute_escalations_total", "Escalation requests by route, tenant and outcome",
+            ["route", "tenant", "outcome"], registry=r,
+        )
+        self.outcomes = Counter(
+            "semroute_outcomes_total", "Reported outcomes by model, outcome, and whether the request_id was known",
+            ["model", "outcome", "request"], registry=r,
+        )
 
     def serve_http(self, host: str, port: int) -> None:
         start_http_server(port, addr=host, registry=self.registry)

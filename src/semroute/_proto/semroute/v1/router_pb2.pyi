@@ -14,21 +14,46 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_BELOW_THRESHOLD: _ClassVar[Reason]
     REASON_NEGATIVE_MATCH: _ClassVar[Reason]
     REASON_NO_MATCH: _ClassVar[Reason]
+    REASON_ESCALATION_BUDGET_EXHAUSTED: _ClassVar[Reason]
+    REASON_ESCALATED: _ClassVar[Reason]
+    REASON_BREAKER_OPEN: _ClassVar[Reason]
+    REASON_STICKY: _ClassVar[Reason]
+    REASON_COST_BUDGET_EXHAUSTED: _ClassVar[Reason]
+
+class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTCOME_UNSPECIFIED: _ClassVar[Outcome]
+    OUTCOME_OK: _ClassVar[Outcome]
+    OUTCOME_ERROR: _ClassVar[Outcome]
+    OUTCOME_TIMEOUT: _ClassVar[Outcome]
+    OUTCOME_RATE_LIMITED: _ClassVar[Outcome]
 REASON_UNSPECIFIED: Reason
 REASON_MATCHED: Reason
 REASON_BELOW_THRESHOLD: Reason
 REASON_NEGATIVE_MATCH: Reason
 REASON_NO_MATCH: Reason
+REASON_ESCALATION_BUDGET_EXHAUSTED: Reason
+REASON_ESCALATED: Reason
+REASON_BREAKER_OPEN: Reason
+REASON_STICKY: Reason
+REASON_COST_BUDGET_EXHAUSTED: Reason
+OUTCOME_UNSPECIFIED: Outcome
+OUTCOME_OK: Outcome
+OUTCOME_ERROR: Outcome
+OUTCOME_TIMEOUT: Outcome
+OUTCOME_RATE_LIMITED: Outcome
 
 class RequestMetadata(_message.Message):
-    __slots__ = ("tenant", "user_tier", "request_id")
+    __slots__ = ("tenant", "user_tier", "request_id", "conversation_id")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     USER_TIER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     user_tier: str
     request_id: str
-    def __init__(self, tenant: _Optional[str] = ..., user_tier: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    conversation_id: str
+    def __init__(self, tenant: _Optional[str] = ..., user_tier: _Optional[str] = ..., request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ...) -> None: ...
 
 class RouteOptions(_message.Message):
     __slots__ = ("top_scores", "top_neighbours")
@@ -38,15 +63,25 @@ class RouteOptions(_message.Message):
     top_neighbours: int
     def __init__(self, top_scores: _Optional[int] = ..., top_neighbours: _Optional[int] = ...) -> None: ...
 
+class Escalation(_message.Message):
+    __slots__ = ("from_model", "confidence")
+    FROM_MODEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    from_model: str
+    confidence: float
+    def __init__(self, from_model: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
+
 class RouteRequest(_message.Message):
-    __slots__ = ("text", "metadata", "options")
+    __slots__ = ("text", "metadata", "options", "escalate")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_FIELD_NUMBER: _ClassVar[int]
     text: str
     metadata: RequestMetadata
     options: RouteOptions
-    def __init__(self, text: _Optional[str] = ..., metadata: _Optional[_Union[RequestMetadata, _Mapping]] = ..., options: _Optional[_Union[RouteOptions, _Mapping]] = ...) -> None: ...
+    escalate: Escalation
+    def __init__(self, text: _Optional[str] = ..., metadata: _Optional[_Union[RequestMetadata, _Mapping]] = ..., options: _Optional[_Union[RouteOptions, _Mapping]] = ..., escalate: _Optional[_Union[Escalation, _Mapping]] = ...) -> None: ...
 
 class Query(_message.Message):
     __slots__ = ("text", "metadata")
@@ -103,7 +138,7 @@ class Timings(_message.Message):
     def __init__(self, queue_ns: _Optional[int] = ..., tokenize_ns: _Optional[int] = ..., encode_ns: _Optional[int] = ..., search_ns: _Optional[int] = ..., score_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("route", "model", "score", "threshold", "fallback", "reason", "margin", "scores", "neighbours", "index_version", "truncated", "n_tokens", "timings")
+    __slots__ = ("route", "model", "score", "threshold", "fallback", "reason", "margin", "scores", "neighbours", "index_version", "truncated", "n_tokens", "timings", "cached", "endpoint", "feedback_trace")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +152,9 @@ class Decision(_message.Message):
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     N_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_TRACE_FIELD_NUMBER: _ClassVar[int]
     route: str
     model: str
     score: float
@@ -130,7 +168,10 @@ class Decision(_message.Message):
     truncated: bool
     n_tokens: int
     timings: Timings
-    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., fallback: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., margin: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[RouteScore, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., index_version: _Optional[str] = ..., truncated: _Optional[bool] = ..., n_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+    cached: bool
+    endpoint: str
+    feedback_trace: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., fallback: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., margin: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[RouteScore, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., index_version: _Optional[str] = ..., truncated: _Optional[bool] = ..., n_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., cached: _Optional[bool] = ..., endpoint: _Optional[str] = ..., feedback_trace: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
     __slots__ = ("decision", "request_id")
@@ -145,6 +186,50 @@ class RouteBatchResponse(_message.Message):
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     decisions: _containers.RepeatedCompositeFieldContainer[Decision]
     def __init__(self, decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ...) -> None: ...
+
+class ReportOutcomeRequest(_message.Message):
+    __slots__ = ("request_id", "model", "endpoint", "outcome", "latency_ms", "tokens_in", "tokens_out", "confidence", "feedback", "tenant")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_IN_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_OUT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model: str
+    endpoint: str
+    outcome: Outcome
+    latency_ms: float
+    tokens_in: int
+    tokens_out: int
+    confidence: float
+    feedback: str
+    tenant: str
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., endpoint: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency_ms: _Optional[float] = ..., tokens_in: _Optional[int] = ..., tokens_out: _Optional[int] = ..., confidence: _Optional[float] = ..., feedback: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ReportOutcomeResponse(_message.Message):
+    __slots__ = ("duplicate", "known_request", "breaker")
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_FIELD_NUMBER: _ClassVar[int]
+    duplicate: bool
+    known_request: bool
+    breaker: str
+    def __init__(self, duplicate: _Optional[bool] = ..., known_request: _Optional[bool] = ..., breaker: _Optional[str] = ...) -> None: ...
+
+class BreakerInfo(_message.Message):
+    __slots__ = ("key", "state", "opened_at")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OPENED_AT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    state: str
+    opened_at: float
+    def __init__(self, key: _Optional[str] = ..., state: _Optional[str] = ..., opened_at: _Optional[float] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()
@@ -190,7 +275,14 @@ class RouteInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., threshold: _Optional[float] = ..., description: _Optional[str] = ..., tier: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., n_utterances: _Optional[int] = ..., n_negative: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("index_version", "semroute_version", "fallback_model", "routes", "models", "encoder_name", "encoder_fingerprint", "encoder_dim", "encoder_max_tokens", "settings_json", "bundle_created", "max_batch_size", "max_wait_us")
+    __slots__ = ("index_version", "semroute_version", "fallback_model", "routes", "models", "encoder_name", "encoder_fingerprint", "encoder_dim", "encoder_max_tokens", "settings_json", "bundle_created", "max_batch_size", "max_wait_us", "breakers", "state_store", "state_store_up", "latency_ms")
+    class LatencyMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEMROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +296,10 @@ class InfoResponse(_message.Message):
     BUNDLE_CREATED_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_US_FIELD_NUMBER: _ClassVar[int]
+    BREAKERS_FIELD_NUMBER: _ClassVar[int]
+    STATE_STORE_FIELD_NUMBER: _ClassVar[int]
+    STATE_STORE_UP_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     index_version: str
     semroute_version: str
     fallback_model: str
@@ -217,4 +313,8 @@ class InfoResponse(_message.Message):
     bundle_created: str
     max_batch_size: int
     max_wait_us: int
-    def __init__(self, index_version: _Optional[str] = ..., semroute_version: _Optional[str] = ..., fallback_model: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[RouteInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., encoder_name: _Optional[str] = ..., encoder_fingerprint: _Optional[str] = ..., encoder_dim: _Optional[int] = ..., encoder_max_tokens: _Optional[int] = ..., settings_json: _Optional[str] = ..., bundle_created: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_wait_us: _Optional[int] = ...) -> None: ...
+    breakers: _containers.RepeatedCompositeFieldContainer[BreakerInfo]
+    state_store: str
+    state_store_up: bool
+    latency_ms: _containers.ScalarMap[str, float]
+    def __init__(self, index_version: _Optional[str] = ..., semroute_version: _Optional[str] = ..., fallback_model: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[RouteInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., encoder_name: _Optional[str] = ..., encoder_fingerprint: _Optional[str] = ..., encoder_dim: _Optional[int] = ..., encoder_max_tokens: _Optional[int] = ..., settings_json: _Optional[str] = ..., bundle_created: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_wait_us: _Optional[int] = ..., breakers: _Optional[_Iterable[_Union[BreakerInfo, _Mapping]]] = ..., state_store: _Optional[str] = ..., state_store_up: _Optional[bool] = ..., latency_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...
