@@ -210,6 +210,8 @@ def _hint_for(err_type: str, loc: Sequence[str | int]) -> str:
         return "give the route at least one example utterance (20+ route real traffic well)"
     if err_type == "literal_error" and last == "version":
         return "set 'version: 1'"
+    if loc and loc[0] == "feedback" and err_type in ("greater_than", "greater_than_equal", "less_than_equal"):
+        return "the feedback settings and their ranges are in docs/feedback.md"
     if err_type in ("greater_than_equal", "less_than_equal"):
         return "thresholds are cosine similarities between 0 and 1; costs must be >= 0"
     return "see the route-file format in the README"
