@@ -101,6 +101,8 @@ class FeedbackLoop:
         self._fallback = ""
         self._ladder: list[str] = []
         self.cache: DecisionCache | None = None
+        self._latency: dict[str, float] = {}  # observed EWMA per key, as of the last snapshot
+        self._latency_wanted = False  # set by a chooser that reads view() (the policy's latency term)
 
     def configure(self, version: str, spec: FeedbackSpec, models: dict[str, ModelSpec], fallback: str) -> None:
         """Take a (re)loaded bundle's settings; empties the local decision cache."""
@@ -127,11 +129,33 @@ class FeedbackLoop:
         if now - self._snap_at >= self._snapshot_s:
             self._snap = await self.store.breakers(now, self.spec.breaker)
             self._snap_at = now
+            if self.spec.endpoints or self._latency_wanted:
+                self._latency = await self.store.latencies()
             for key, b in self._snap.items():
                 self._note_state(key, b.state)
             for key in [k for k, s in self._seen.items() if s != BreakerState.CLOSED and k not in self._snap]:
                 self._note_state(key, BreakerState.CLOSED)
         return self._snap
+
+    def view(self) -> tuple[dict[str, str], dict[str, float]]:
+        """A synchronous view for a candidate chooser (the policy layer's RuntimeView): model -> why it is excluded
+        now (every endpoint's breaker open, as of the last snapshot), and model -> observed latency in ms (the
+        lowest of its endpoints'). Half-open models are not excluded here: their probes are taken in ``choose``."""
+        excluded: dict[str, str] = {}
+        for m in self._models:
+            keys = [f"{m}@{e}" for e in self.endpoints(m)] or [m]
+            states = [self._snap[k].state if k in self._snap else BreakerState.CLOSED for k in keys]
+            if all(s == BreakerState.OPEN for s in states):
+                excluded[m] = "circuit breaker open" + (" on every endpoint" if len(keys) > 1 else "")
+        latency: dict[str, float] = {}
+        for key, ms in self._latency.items():
+            m = key.split("@", 1)[0]
+            latency[m] = min(ms, latency.get(m, ms))
+        return excluded, latency
+
+    async def refresh(self) -> None:
+        """Bring the breaker and latency snapshots up to date (at most once per snapshot interval)."""
+        await self.breakers()
 
     def _note_state(self, key: str, state: BreakerState) -> None:
         old = self._seen.get(key, BreakerState.CLOSED)
@@ -242,9 +266,7 @@ class FeedbackLoop:
         """(usable, the endpoint to use: None when the model declares none); usable is False when all are open."""
         eps = self.endpoints(model)
         keys = [f"{model}@{e}" for e in eps] if eps else [model]
-        latency: dict[str, float] = {}
-        if len(keys) > 1:
-            latency = await self.store.latencies()
+        latency = self._latency if len(keys) > 1 else {}
         order = sorted(range(len(keys)), key=lambda i: (latency.get(keys[i], 0.0), i))
         for i in order:
             b = snap.get(keys[i])
@@ -290,7 +312,7 @@ class FeedbackLoop:
         if t is not None:
             self._transition(t)
         if o.outcome in _LATENCY_OUTCOMES:
-            await self.store.observe_latency(key, o.latency_ms, self.spec.latency.alpha)
+            self._latency[key] = await self.store.observe_latency(key, o.latency_ms, self.spec.latency.alpha)
         tenant = o.tenant or (json.loads(recalled).get("tenant", "") if recalled else "")
         price = self._models[o.model]
         cost = o.tokens_in / 1000 * price.cost_per_1k_input + o.tokens_out / 1000 * price.cost_per_1k_output

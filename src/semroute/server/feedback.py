@@ -8,6 +8,7 @@ still a real call to a real model, and the breaker should hear about it. The res
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Awaitable, Callable
@@ -59,6 +60,7 @@ class ServingFeedback:
         self.loop = FeedbackLoop(store, observer=PromObserver(metrics))
         self._metrics = metrics
         self.store_url = store_url
+        self._tasks: set[asyncio.Task[None]] = set()  # background writes, referenced until done
         metrics.state_store_up.set(1)
 
     def sync(self, router: Router) -> FeedbackLoop:
@@ -105,7 +107,10 @@ class ServingFeedback:
                 base.CopyFrom(msg)
                 base.ClearField("timings")  # a later hit encodes nothing: it reports its own (zero) stage times
                 base.ClearField("feedback_trace")
-                await cache.put(key, base.SerializeToString())
+                # written after the answer is on its way: a shared store's round trip is not the caller's wait
+                task = asyncio.get_running_loop().create_task(cache.put(key, base.SerializeToString()))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
         c = await loop.choose(
             route=msg.route if msg.HasField("route") else None, model=msg.model, reason=_PB_TO_REASON[msg.reason],
             tenant=md.tenant, conversation=md.conversation_id, escalate=escalate, request_id=md.request_id,

@@ -1,0 +1,88 @@
+"""The feedback loop's logic with the in-process store and an injected clock (fast; no encoder, no server)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from semroute.routes import ModelSpec
+from semroute.runtime.local import InProcessStore
+from semroute.runtime.loop import Escalate, FeedbackLoop, Outcome
+from semroute.runtime.settings import FeedbackSpec
+from semroute.scoring import Reason
+
+MODELS = {
+    "small": ModelSpec(cost_per_1k_input=0.1, cost_per_1k_output=0.1),
+    "mid": ModelSpec(cost_per_1k_input=1.0, cost_per_1k_output=1.0),
+    "big": ModelSpec(cost_per_1k_input=10.0, cost_per_1k_output=10.0),
+}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def make(spec: dict | None = None) -> tuple[FeedbackLoop, Clock]:  # type: ignore[type-arg]
+    clock = Clock()
+    loop = FeedbackLoop(InProcessStore(), clock=clock)
+    loop.configure("v1", FeedbackSpec.model_validate(spec or {}), MODELS, "big")
+    return loop, clock
+
+
+def fail(loop: FeedbackLoop, model: str, n: int, endpoint: str = "") -> None:
+    for i in range(n):
+        asyncio.run(loop.report(Outcome(f"{model}{endpoint}{i}{loop._clock()}", model, endpoint, "error", 10, 0, 0)))
+
+
+def test_default_ladder_is_by_price_and_open_breakers_fall_up_the_ladder() -> None:
+    loop, clock = make({"breaker": {"failures": 2, "cooldown_s": 10}})
+    assert loop._ladder == ["small", "mid", "big"]
+    fail(loop, "small", 2)
+    c = asyncio.run(loop.choose(route="r", model="small", reason=Reason.MATCHED, tenant=""))
+    assert (c.model, c.reason) == ("mid", Reason.BREAKER_OPEN)
+    fail(loop, "mid", 2)
+    fail(loop, "big", 2)
+    c = asyncio.run(loop.choose(route="r", model="small", reason=Reason.MATCHED, tenant=""))
+    assert c.model == "small" and "every candidate is open" in c.trace[-1]
+    assert loop.view()[0] == {m: "circuit breaker open" for m in MODELS}
+    clock.now += 10
+    assert loop.view()[0]  # the view is a snapshot: refreshed on the Route path
+    asyncio.run(loop.refresh())
+    assert loop.view()[0] == {}  # half-open: not excluded (probes are taken in choose)
+
+
+def test_escalation_budget_per_minute_resets_next_minute() -> None:
+    loop, clock = make({"budgets": {"default": {"escalations_per_minute": 1, "escalations_per_day": None}}})
+    clock.now = (clock.now // 60) * 60
+    e = Escalate("small", 0.1)
+    c = asyncio.run(loop.choose(route="r", model="small", reason=Reason.MATCHED, tenant="t", escalate=e))
+    assert (c.model, c.reason) == ("mid", Reason.ESCALATED)
+    c = asyncio.run(loop.choose(route="r", model="small", reason=Reason.MATCHED, tenant="t", escalate=e))
+    assert (c.model, c.reason) == ("small", Reason.ESCALATION_BUDGET_EXHAUSTED)
+    clock.now += 60
+    c = asyncio.run(loop.choose(route="r", model="small", reason=Reason.MATCHED, tenant="t", escalate=e))
+    assert c.reason == Reason.ESCALATED
+
+
+def test_spent_cost_budget_refuses_escalation() -> None:
+    loop, _ = make({"budgets": {"default": {"cost_per_day": 1.0}}})
+    asyncio.run(loop.report(Outcome("r1", "big", "", "ok", 100, 50, 50, tenant="t")))  # 1.0 spent
+    c = asyncio.run(loop.choose(route="r", model="small", reason=Reason.MATCHED, tenant="t",
+                                escalate=Escalate("small", 0.0)))
+    assert (c.model, c.reason) == ("small", Reason.COST_BUDGET_EXHAUSTED)
+
+
+def test_sticky_only_escalates_and_endpoint_by_latency() -> None:
+    loop, _ = make({"endpoints": {"mid": ["a", "b"]}})
+    c = asyncio.run(loop.choose(route="r", model="mid", reason=Reason.MATCHED, tenant="", conversation="c"))
+    assert (c.model, c.endpoint) == ("mid", "a")  # nothing measured: declared order
+    asyncio.run(loop.report(Outcome("x1", "mid", "a", "ok", 300, 0, 0)))
+    asyncio.run(loop.report(Outcome("x2", "mid", "b", "ok", 100, 0, 0)))
+    c = asyncio.run(loop.choose(route="r", model="small", reason=Reason.MATCHED, tenant="", conversation="c"))
+    assert (c.model, c.reason, c.endpoint) == ("mid", Reason.STICKY, "b")
+    c = asyncio.run(loop.choose(route="r", model="big", reason=Reason.MATCHED, tenant="", conversation="c"))
+    assert (c.model, c.reason) == ("big", Reason.MATCHED)
+    assert loop.view()[1] == {"mid": 100.0}
