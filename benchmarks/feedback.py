@@ -36,7 +36,7 @@ FEEDBACK_YAML = """\
 version: 1
 feedback:
   escalation: {ladder: [small-chat, code-medium, frontier-large]}
-  cache: {size: 100000, ttl_s: 3600}
+  cache: {enabled: true, size: 100000, ttl_s: 3600}
 """
 
 

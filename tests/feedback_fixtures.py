@@ -13,7 +13,7 @@ feedback:
   budgets:
     default: {escalations_per_minute: 100, escalations_per_day: 3}
     tenants: {big: {escalations_per_minute: null, escalations_per_day: null}}
-  cache: {size: 1000, ttl_s: 60}
+  cache: {enabled: true, size: 1000, ttl_s: 60}
   conversations: {ttl_s: 600}
   endpoints: {frontier-large: [us-east, eu-west]}
 """

@@ -86,3 +86,20 @@ def test_sticky_only_escalates_and_endpoint_by_latency() -> None:
     c = asyncio.run(loop.choose(route="r", model="big", reason=Reason.MATCHED, tenant="", conversation="c"))
     assert (c.model, c.reason) == ("big", Reason.MATCHED)
     assert loop.view()[1] == {"mid": 100.0}
+
+
+def test_cache_is_opt_in_bounded_and_emptied_on_reload() -> None:
+    loop, _ = make()
+    assert loop.cache is None  # not declared: no cache
+    loop, _ = make({"cache": {"enabled": True, "size": 2, "ttl_s": 60}})
+    cache = loop.cache
+    assert cache is not None
+
+    async def fill() -> None:
+        for k in ("a", "b", "c"):
+            await cache.put(k, b"d")
+        assert await cache.get("a") is None and await cache.get("c") == b"d"  # bounded: the oldest went
+
+    asyncio.run(fill())
+    loop.configure("v2", loop.spec, MODELS, "big")  # a reload
+    assert loop.cache is not None and len(loop.cache) == 0 and len(cache) == 0

@@ -14,11 +14,13 @@ The ladder (weakest first) is ``feedback.escalation.ladder``, or every declared 
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import RequestError
 from ..scoring import Decision, Reason
@@ -103,6 +105,7 @@ class FeedbackLoop:
         self.cache: DecisionCache | None = None
         self._latency: dict[str, float] = {}  # observed EWMA per key, as of the last snapshot
         self._latency_wanted = False  # set by a chooser that reads view() (the policy's latency term)
+        self._tasks: set[asyncio.Task[None]] = set()  # background writes, referenced until done
 
     def configure(self, version: str, spec: FeedbackSpec, models: dict[str, ModelSpec], fallback: str) -> None:
         """Take a (re)loaded bundle's settings; empties the local decision cache."""
@@ -179,11 +182,21 @@ class FeedbackLoop:
             model, reason = await self._sticky(conversation, model, reason, trace)
         model, endpoint, reason = await self._available(model, reason, now, trace)
         if conversation:
-            await self.store.conversation_set(conversation, model, self.spec.conversations.ttl_s)
+            await self._write(self.store.conversation_set(conversation, model, self.spec.conversations.ttl_s))
         if request_id:
             record = json.dumps({"model": model, "tenant": tenant, "route": route})
-            await self.store.remember_request(request_id, record, REQUEST_TTL_S)
+            await self._write(self.store.remember_request(request_id, record, REQUEST_TTL_S))
         return Choice(model, reason, endpoint, tuple(trace))
+
+    async def _write(self, op: Coroutine[Any, Any, None]) -> None:
+        """A write the answer does not depend on. Shared store: after the answer is sent (its round trip is not the
+        caller's wait). In process it costs nothing: done at once, so the next request surely sees it."""
+        if self.store.name == "memory":
+            await op
+            return
+        task = asyncio.get_running_loop().create_task(op)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def apply(
         self, d: Decision, *, tenant: str, conversation: str = "", escalate: Escalate | None = None,

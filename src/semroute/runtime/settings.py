@@ -8,7 +8,7 @@ errors, compiled into the bundle beside the routes (so it is versioned and reloa
       budgets:
         default: {escalations_per_minute: 10, escalations_per_day: 200, cost_per_day: 5.0}
         tenants: {acme: {escalations_per_day: 1000}}
-      cache: {size: 10000, ttl_s: 300}
+      cache: {enabled: true, size: 10000, ttl_s: 300}
       conversations: {ttl_s: 1800}
       endpoints: {frontier-large: [us-east, eu-west]}
 """
@@ -85,7 +85,9 @@ class BudgetsSpec(_Strict):
 
 
 class CacheSpec(_Strict):
-    enabled: bool = True
+    """Opt-in: a cached answer skips the encoder, so its stage timings (and the batcher's load) change."""
+
+    enabled: bool = False
     size: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
     ttl_s: Annotated[Float, Field(gt=0, le=86_400)] = 300.0
 
