@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from semroute.routes import ModelSpec
 from semroute.runtime.local import InProcessStore
 from semroute.runtime.loop import Escalate, FeedbackLoop, Outcome
@@ -103,3 +105,14 @@ def test_cache_is_opt_in_bounded_and_emptied_on_reload() -> None:
     asyncio.run(fill())
     loop.configure("v2", loop.spec, MODELS, "big")  # a reload
     assert loop.cache is not None and len(loop.cache) == 0 and len(cache) == 0
+
+
+@pytest.mark.parametrize("url", ["memcached://h:1", "redis://", "redis://h:notaport", "redis://h:1/x"])
+def test_serve_refuses_a_bad_state_url_with_exit_2(tmp_path, url: str) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "semroute.cli", "serve", "--index", str(tmp_path), "--state", url],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert "--state:" in r.stderr and "Traceback" not in r.stderr
