@@ -116,3 +116,19 @@ def test_serve_refuses_a_bad_state_url_with_exit_2(tmp_path, url: str) -> None: 
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2, r.stderr
     assert "--state:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_allowed_models_bound_escalation_stickiness_and_breakers() -> None:
+    loop, _ = make({"breaker": {"failures": 1}})
+    allowed = {"small", "big"}  # e.g. the policy excluded "mid" for this request
+    c = asyncio.run(loop.choose(route="r", model="small", reason=Reason.MATCHED, tenant="",
+                                escalate=Escalate("small", 0.0), allowed=allowed))
+    assert (c.model, c.reason) == ("big", Reason.ESCALATED)  # skips the disallowed rung
+    asyncio.run(loop.choose(route="r", model="mid", reason=Reason.MATCHED, tenant="", conversation="k"))
+    c = asyncio.run(loop.choose(route="r", model="small", reason=Reason.MATCHED, tenant="", conversation="k",
+                                allowed=allowed))
+    assert c.model == "small" and "not allowed" in c.trace[0]  # the sticky model is not allowed here
+    fail(loop, "small", 1)
+    fail(loop, "big", 1)
+    c = asyncio.run(loop.choose(route="r", model="small", reason=Reason.MATCHED, tenant="", allowed={"small"}))
+    assert c.model == "small" and "every candidate is open" in c.trace[-1]  # never a model outside allowed

@@ -18,7 +18,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -171,16 +171,19 @@ class FeedbackLoop:
     # the Route path --------------------------------------------------------------------------------------------
     async def choose(
         self, *, route: str | None, model: str, reason: Reason, tenant: str, conversation: str = "",
-        escalate: Escalate | None = None, request_id: str = "",
+        escalate: Escalate | None = None, request_id: str = "", allowed: Collection[str] | None = None,
     ) -> Choice:
-        """What the runtime makes of the model the meaning chose (see the module docstring for the order)."""
+        """What the runtime makes of the model the meaning chose (see the module docstring for the order).
+        ``allowed``: the models a candidate chooser (the policy) permits for this request; escalation, stickiness
+        and routing around breakers never leave it. None: every declared model."""
         trace: list[str] = []
         now = self._clock()
+        ok = (lambda m: True) if allowed is None else allowed.__contains__
         if escalate is not None:
-            model, reason = await self._escalate(route, escalate, reason, tenant, now, trace)
+            model, reason = await self._escalate(route, escalate, reason, tenant, now, trace, ok)
         if conversation:
-            model, reason = await self._sticky(conversation, model, reason, trace)
-        model, endpoint, reason = await self._available(model, reason, now, trace)
+            model, reason = await self._sticky(conversation, model, reason, trace, ok)
+        model, endpoint, reason = await self._available(model, reason, now, trace, ok)
         if conversation:
             await self._write(self.store.conversation_set(conversation, model, self.spec.conversations.ttl_s))
         if request_id:
@@ -210,7 +213,8 @@ class FeedbackLoop:
                                    feedback_trace=d.feedback_trace + c.trace)
 
     async def _escalate(
-        self, route_name: str | None, e: Escalate, reason: Reason, tenant: str, now: float, trace: list[str]
+        self, route_name: str | None, e: Escalate, reason: Reason, tenant: str, now: float, trace: list[str],
+        ok: Callable[[str], bool],
     ) -> tuple[str, Reason]:
         route = route_name or "fallback"
         threshold = self.spec.escalation.routes.get(route_name or "", self.spec.escalation.threshold)
@@ -220,12 +224,13 @@ class FeedbackLoop:
             self._observer.escalation(route, tenant, "not_needed")
             return e.from_model, reason
         r = self.rank(e.from_model)
-        if r < 0 or r + 1 >= len(self._ladder):
+        up = [m for m in self._ladder[r + 1:] if ok(m)] if r >= 0 else []
+        if not up:
             where = "is the top of the ladder" if r >= 0 else "is not on the escalation ladder"
-            trace.append(f"escalation: {e.from_model} {where}; kept")
+            trace.append(f"escalation: {e.from_model} {where} (of the models allowed here); kept")
             self._observer.escalation(route, tenant, "top")
             return e.from_model, reason
-        nxt = self._ladder[r + 1]
+        nxt = up[0]
         budget = self.spec.budgets.for_tenant(tenant)
         if budget.cost_per_day is not None:
             spent = await self.store.cost_spent(tenant, now)
@@ -247,9 +252,14 @@ class FeedbackLoop:
         self._observer.escalation(route, tenant, "escalated")
         return nxt, Reason.ESCALATED
 
-    async def _sticky(self, conversation: str, model: str, reason: Reason, trace: list[str]) -> tuple[str, Reason]:
+    async def _sticky(
+        self, conversation: str, model: str, reason: Reason, trace: list[str], ok: Callable[[str], bool]
+    ) -> tuple[str, Reason]:
         prev = await self.store.conversation_get(conversation)
         if prev is None or prev == model or prev not in self._models:
+            return model, reason
+        if not ok(prev):
+            trace.append(f"conversation: {prev} is not allowed for this request; {model} instead")
             return model, reason
         if self.rank(model) > self.rank(prev):
             trace.append(f"conversation: {prev} -> {model} (stronger; stickiness only escalates)")
@@ -258,11 +268,11 @@ class FeedbackLoop:
         return prev, Reason.STICKY
 
     async def _available(
-        self, model: str, reason: Reason, now: float, trace: list[str]
+        self, model: str, reason: Reason, now: float, trace: list[str], ok: Callable[[str], bool]
     ) -> tuple[str, str | None, Reason]:
         snap = await self.breakers()
         r = self.rank(model)
-        candidates = [model, *(self._ladder[r + 1:] if r >= 0 else []), self._fallback]
+        candidates = [model, *[m for m in [*(self._ladder[r + 1:] if r >= 0 else []), self._fallback] if ok(m)]]
         for i, m in enumerate(dict.fromkeys(candidates)):
             usable, endpoint = await self._endpoint(m, snap, now, trace)
             if usable:
