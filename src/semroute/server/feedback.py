@@ -14,7 +14,7 @@ import re
 from collections.abc import Awaitable, Callable
 
 from .._proto.semroute.v1 import router_pb2 as pb
-from ..errors import RequestError
+from ..errors import ConfigError, RequestError
 from ..router import Router
 from ..runtime.loop import Escalate, FeedbackLoop, Observer, Outcome
 from ..runtime.settings import FeedbackSpec
@@ -183,7 +183,11 @@ def make_store(url: str, metrics: Metrics) -> ServingFeedback:
         from ..runtime.local import InProcessStore
 
         return ServingFeedback(InProcessStore(), metrics, url)
-    from ..runtime.redis_store import RedisStore, parse_url
+    try:
+        from ..runtime.redis_store import RedisStore, parse_url
+    except ImportError as e:  # the optional extra is not installed
+        raise ConfigError(f"'{url}' needs the redis package", field="--state",
+                          hint="pip install 'semroute[redis]'") from e
 
     parse_url(url)
     holder: list[ServingFeedback] = []
