@@ -14,6 +14,8 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_BELOW_THRESHOLD: _ClassVar[Reason]
     REASON_NEGATIVE_MATCH: _ClassVar[Reason]
     REASON_NO_MATCH: _ClassVar[Reason]
+    REASON_NO_ELIGIBLE_MODEL: _ClassVar[Reason]
+    REASON_RULE: _ClassVar[Reason]
     REASON_ESCALATION_BUDGET_EXHAUSTED: _ClassVar[Reason]
     REASON_ESCALATED: _ClassVar[Reason]
     REASON_BREAKER_OPEN: _ClassVar[Reason]
@@ -32,6 +34,8 @@ REASON_MATCHED: Reason
 REASON_BELOW_THRESHOLD: Reason
 REASON_NEGATIVE_MATCH: Reason
 REASON_NO_MATCH: Reason
+REASON_NO_ELIGIBLE_MODEL: Reason
+REASON_RULE: Reason
 REASON_ESCALATION_BUDGET_EXHAUSTED: Reason
 REASON_ESCALATED: Reason
 REASON_BREAKER_OPEN: Reason
@@ -44,24 +48,39 @@ OUTCOME_TIMEOUT: Outcome
 OUTCOME_RATE_LIMITED: Outcome
 
 class RequestMetadata(_message.Message):
-    __slots__ = ("tenant", "user_tier", "request_id", "conversation_id")
+    __slots__ = ("tenant", "user_tier", "request_id", "labels", "conversation_id")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     TENANT_FIELD_NUMBER: _ClassVar[int]
     USER_TIER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     user_tier: str
     request_id: str
+    labels: _containers.ScalarMap[str, str]
     conversation_id: str
-    def __init__(self, tenant: _Optional[str] = ..., user_tier: _Optional[str] = ..., request_id: _Optional[str] = ..., conversation_id: _Optional[str] = ...) -> None: ...
+    def __init__(self, tenant: _Optional[str] = ..., user_tier: _Optional[str] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., conversation_id: _Optional[str] = ...) -> None: ...
 
 class RouteOptions(_message.Message):
-    __slots__ = ("top_scores", "top_neighbours")
+    __slots__ = ("top_scores", "top_neighbours", "max_cost", "quality_floor", "objective")
     TOP_SCORES_FIELD_NUMBER: _ClassVar[int]
     TOP_NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     top_scores: int
     top_neighbours: int
-    def __init__(self, top_scores: _Optional[int] = ..., top_neighbours: _Optional[int] = ...) -> None: ...
+    max_cost: float
+    quality_floor: float
+    objective: str
+    def __init__(self, top_scores: _Optional[int] = ..., top_neighbours: _Optional[int] = ..., max_cost: _Optional[float] = ..., quality_floor: _Optional[float] = ..., objective: _Optional[str] = ...) -> None: ...
 
 class Escalation(_message.Message):
     __slots__ = ("from_model", "confidence")
@@ -98,6 +117,38 @@ class RouteBatchRequest(_message.Message):
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     options: RouteOptions
     def __init__(self, queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., options: _Optional[_Union[RouteOptions, _Mapping]] = ...) -> None: ...
+
+class TraceStep(_message.Message):
+    __slots__ = ("stage", "kind", "subject", "detail")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    kind: str
+    subject: str
+    detail: str
+    def __init__(self, stage: _Optional[str] = ..., kind: _Optional[str] = ..., subject: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class CandidateInfo(_message.Message):
+    __slots__ = ("model", "eligible", "excluded_by", "quality", "quality_source", "estimated_cost", "latency_ms", "score")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_BY_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    eligible: bool
+    excluded_by: str
+    quality: float
+    quality_source: str
+    estimated_cost: float
+    latency_ms: float
+    score: float
+    def __init__(self, model: _Optional[str] = ..., eligible: _Optional[bool] = ..., excluded_by: _Optional[str] = ..., quality: _Optional[float] = ..., quality_source: _Optional[str] = ..., estimated_cost: _Optional[float] = ..., latency_ms: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
 
 class RouteScore(_message.Message):
     __slots__ = ("route", "score")
@@ -138,7 +189,7 @@ class Timings(_message.Message):
     def __init__(self, queue_ns: _Optional[int] = ..., tokenize_ns: _Optional[int] = ..., encode_ns: _Optional[int] = ..., search_ns: _Optional[int] = ..., score_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("route", "model", "score", "threshold", "fallback", "reason", "margin", "scores", "neighbours", "index_version", "truncated", "n_tokens", "timings", "cached", "endpoint", "feedback_trace")
+    __slots__ = ("route", "model", "score", "threshold", "fallback", "reason", "margin", "scores", "neighbours", "index_version", "truncated", "n_tokens", "timings", "policy_version", "trace", "pii_kinds", "estimated_cost", "tier", "objective", "rule", "candidates", "cached", "endpoint", "feedback_trace")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -152,6 +203,14 @@ class Decision(_message.Message):
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     N_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    PII_KINDS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_TRACE_FIELD_NUMBER: _ClassVar[int]
@@ -168,10 +227,18 @@ class Decision(_message.Message):
     truncated: bool
     n_tokens: int
     timings: Timings
+    policy_version: str
+    trace: _containers.RepeatedCompositeFieldContainer[TraceStep]
+    pii_kinds: _containers.RepeatedScalarFieldContainer[str]
+    estimated_cost: float
+    tier: str
+    objective: str
+    rule: str
+    candidates: _containers.RepeatedCompositeFieldContainer[CandidateInfo]
     cached: bool
     endpoint: str
     feedback_trace: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., fallback: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., margin: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[RouteScore, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., index_version: _Optional[str] = ..., truncated: _Optional[bool] = ..., n_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., cached: _Optional[bool] = ..., endpoint: _Optional[str] = ..., feedback_trace: _Optional[_Iterable[str]] = ...) -> None: ...
+    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., fallback: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., margin: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[RouteScore, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., index_version: _Optional[str] = ..., truncated: _Optional[bool] = ..., n_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., policy_version: _Optional[str] = ..., trace: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., pii_kinds: _Optional[_Iterable[str]] = ..., estimated_cost: _Optional[float] = ..., tier: _Optional[str] = ..., objective: _Optional[str] = ..., rule: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[CandidateInfo, _Mapping]]] = ..., cached: _Optional[bool] = ..., endpoint: _Optional[str] = ..., feedback_trace: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
     __slots__ = ("decision", "request_id")
@@ -275,7 +342,7 @@ class RouteInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., threshold: _Optional[float] = ..., description: _Optional[str] = ..., tier: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., n_utterances: _Optional[int] = ..., n_negative: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("index_version", "semroute_version", "fallback_model", "routes", "models", "encoder_name", "encoder_fingerprint", "encoder_dim", "encoder_max_tokens", "settings_json", "bundle_created", "max_batch_size", "max_wait_us", "breakers", "state_store", "state_store_up", "latency_ms")
+    __slots__ = ("index_version", "semroute_version", "fallback_model", "routes", "models", "encoder_name", "encoder_fingerprint", "encoder_dim", "encoder_max_tokens", "settings_json", "bundle_created", "max_batch_size", "max_wait_us", "policy_version", "policy_json", "tiers", "default_tier", "breakers", "state_store", "state_store_up", "latency_ms")
     class LatencyMsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -296,6 +363,10 @@ class InfoResponse(_message.Message):
     BUNDLE_CREATED_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_US_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TIER_FIELD_NUMBER: _ClassVar[int]
     BREAKERS_FIELD_NUMBER: _ClassVar[int]
     STATE_STORE_FIELD_NUMBER: _ClassVar[int]
     STATE_STORE_UP_FIELD_NUMBER: _ClassVar[int]
@@ -313,8 +384,12 @@ class InfoResponse(_message.Message):
     bundle_created: str
     max_batch_size: int
     max_wait_us: int
+    policy_version: str
+    policy_json: str
+    tiers: _containers.RepeatedScalarFieldContainer[str]
+    default_tier: str
     breakers: _containers.RepeatedCompositeFieldContainer[BreakerInfo]
     state_store: str
     state_store_up: bool
     latency_ms: _containers.ScalarMap[str, float]
-    def __init__(self, index_version: _Optional[str] = ..., semroute_version: _Optional[str] = ..., fallback_model: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[RouteInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., encoder_name: _Optional[str] = ..., encoder_fingerprint: _Optional[str] = ..., encoder_dim: _Optional[int] = ..., encoder_max_tokens: _Optional[int] = ..., settings_json: _Optional[str] = ..., bundle_created: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_wait_us: _Optional[int] = ..., breakers: _Optional[_Iterable[_Union[BreakerInfo, _Mapping]]] = ..., state_store: _Optional[str] = ..., state_store_up: _Optional[bool] = ..., latency_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    def __init__(self, index_version: _Optional[str] = ..., semroute_version: _Optional[str] = ..., fallback_model: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[RouteInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., encoder_name: _Optional[str] = ..., encoder_fingerprint: _Optional[str] = ..., encoder_dim: _Optional[int] = ..., encoder_max_tokens: _Optional[int] = ..., settings_json: _Optional[str] = ..., bundle_created: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_wait_us: _Optional[int] = ..., policy_version: _Optional[str] = ..., policy_json: _Optional[str] = ..., tiers: _Optional[_Iterable[str]] = ..., default_tier: _Optional[str] = ..., breakers: _Optional[_Iterable[_Union[BreakerInfo, _Mapping]]] = ..., state_store: _Optional[str] = ..., state_store_up: _Optional[bool] = ..., latency_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...
