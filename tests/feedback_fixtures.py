@@ -9,7 +9,7 @@ FEEDBACK_YAML = """\
 version: 1
 feedback:
   breaker: {failures: 5, window_s: 60, cooldown_s: 2, probes: 1}
-  escalation: {threshold: 0.5, ladder: [small-chat, code-medium, frontier-large]}
+  escalation: {threshold: 0.5}  # the ladder: every model by price
   budgets:
     default: {escalations_per_minute: 100, escalations_per_day: 3}
     tenants: {big: {escalations_per_minute: null, escalations_per_day: null}}
@@ -21,6 +21,8 @@ feedback:
 CODING = "write a python function to reverse a linked list"
 SMALLTALK = "hi there, how are you doing today?"
 MATH = "what is the derivative of x^2 ln x"
+SUMMARY = "summarize this article in three bullet points"
+LEGAL = "can my landlord keep my deposit for normal wear and tear"
 
 
 def build_feedback_bundle(routes: Path, encoder_dir: Path, out_root: Path) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from feedback_fixtures import CODING, MATH, SMALLTALK
+from feedback_fixtures import CODING, LEGAL, MATH, SUMMARY
 from server_harness import InProcessServer
 
 from semroute._proto.semroute.v1 import router_pb2 as pb
@@ -43,18 +43,21 @@ def rid() -> str:
 
 def test_failing_model_is_routed_around_and_comes_back_after_cooldown(client: RouterClient) -> None:
     d = client.route(CODING)
-    assert (d.model, d.reason) == ("code-medium", Reason.MATCHED)
+    assert (d.route, d.model, d.reason) == ("coding", "code-medium", Reason.MATCHED)
     for i in range(5):
         r = client.report_outcome(rid(), "code-medium", "timeout" if i % 2 else "error", latency_ms=30_000)
     assert r.breaker == "open"
+    # the policy sees the open breaker (RuntimeView) and takes the route's next eligible candidate
     d = client.route(CODING)
-    assert d.route == "coding" and d.model == "frontier-large" and d.reason == Reason.BREAKER_OPEN
-    assert any("code-medium open: excluded" in t for t in d.feedback_trace)
+    assert (d.route, d.model) == ("coding", "small-chat")
+    assert any(t.kind == "excluded" and t.subject == "code-medium" and "circuit breaker open" in t.detail
+               for t in d.trace), d.trace
     assert [(b.key, b.state) for b in client.info().breakers] == [("code-medium", "open")]
     time.sleep(2.1)  # the cooldown: half-open, one probe
     d = client.route(CODING)
     assert d.model == "code-medium" and any("probe" in t for t in d.feedback_trace)
-    assert client.route(CODING).model == "frontier-large"  # the one probe is out: others still go around
+    d = client.route(CODING)  # the one probe is out: the others still go around it
+    assert (d.model, d.reason) == ("small-chat", Reason.BREAKER_OPEN) and "no probe left" in d.feedback_trace[0]
     assert client.report_outcome(rid(), "code-medium", "ok", latency_ms=800).breaker == "closed"
     d = client.route(CODING)
     assert (d.model, d.reason) == ("code-medium", Reason.MATCHED)
@@ -63,19 +66,20 @@ def test_failing_model_is_routed_around_and_comes_back_after_cooldown(client: Ro
 
 def test_escalation_climbs_the_ladder_until_the_budget_is_spent(client: RouterClient) -> None:
     t = "esc-" + rid()[:8]
-    d = client.route(SMALLTALK, tenant=t, escalate_from="small-chat", confidence=0.9)
+    d = client.route(CODING, tenant=t, escalate_from="small-chat", confidence=0.9)
     assert d.model == "small-chat" and d.reason != Reason.ESCALATED  # sure enough: kept
-    d = client.route(SMALLTALK, tenant=t, escalate_from="small-chat", confidence=0.2)
+    d = client.route(CODING, tenant=t, escalate_from="small-chat", confidence=0.2)
     assert (d.model, d.reason) == ("code-medium", Reason.ESCALATED)
-    d = client.route(SMALLTALK, tenant=t, escalate_from="code-medium", confidence=0.2)
-    assert (d.model, d.reason) == ("frontier-large", Reason.ESCALATED)
-    d = client.route(SMALLTALK, tenant=t, escalate_from="frontier-large", confidence=0.1)
-    assert d.model == "frontier-large" and "top of the ladder" in " ".join(d.feedback_trace)
-    d = client.route(SMALLTALK, tenant=t, escalate_from="small-chat", confidence=0.3)
+    d = client.route(CODING, tenant=t, escalate_from="code-medium", confidence=0.2)
+    assert d.model == "code-medium" and "top of the ladder" in " ".join(d.feedback_trace)  # of coding's candidates
+    # the ladder is the route's eligible candidates by price: legal goes from small-chat straight to frontier-large
+    d = client.route(LEGAL, tenant=t, escalate_from="small-chat", confidence=0.3)
+    assert (d.route, d.model, d.reason) == ("legal", "frontier-large", Reason.ESCALATED)
+    d = client.route(CODING, tenant=t, escalate_from="small-chat", confidence=0.3)
     assert (d.model, d.reason) == ("code-medium", Reason.ESCALATED)  # the third of the day's 3
-    d = client.route(SMALLTALK, tenant=t, escalate_from="small-chat", confidence=0.3)
+    d = client.route(CODING, tenant=t, escalate_from="small-chat", confidence=0.3)
     assert (d.model, d.reason) == ("small-chat", Reason.ESCALATION_BUDGET_EXHAUSTED)
-    d = client.route(SMALLTALK, tenant="big", escalate_from="small-chat", confidence=0.3)
+    d = client.route(CODING, tenant="big", escalate_from="small-chat", confidence=0.3)
     assert d.reason == Reason.ESCALATED  # another tenant's budget (unlimited)
 
 
@@ -84,9 +88,11 @@ def test_cache_hit_returns_the_identical_decision(client: RouterClient, server: 
     with grpc.insecure_channel(server.target) as ch:
         stub = pb_grpc.RouterStub(ch)  # type: ignore[no-untyped-call]
         first = stub.Route(pb.RouteRequest(text=text)).decision
-        again = stub.Route(pb.RouteRequest(text="  " + text.upper() + " ")).decision  # same once normalised
+        again = stub.Route(pb.RouteRequest(text=text)).decision
+        # the policy reads the text as sent (case-sensitive rules, lengths), so with a policy this is another key
+        variant = stub.Route(pb.RouteRequest(text="  " + text.upper() + " ")).decision
         other_tenant = stub.Route(pb.RouteRequest(text=text, metadata=pb.RequestMetadata(tenant="x"))).decision
-    assert not first.cached and again.cached and not other_tenant.cached
+    assert not first.cached and again.cached and not variant.cached and not other_tenant.cached
     assert again.timings.encode_ns == 0 and again.timings.total_ns > 0  # nothing encoded; time still honest
     for m in (first, again):
         m.ClearField("timings")
@@ -96,14 +102,16 @@ def test_cache_hit_returns_the_identical_decision(client: RouterClient, server: 
 
 def test_conversation_sticks_and_only_escalates(client: RouterClient) -> None:
     c = "conv-" + rid()
-    assert client.route(CODING, conversation_id=c).model == "code-medium"
-    d = client.route(SMALLTALK, conversation_id=c)  # chose small-chat: weaker, so the conversation keeps its model
-    assert (d.model, d.reason) == ("code-medium", Reason.STICKY)
-    d = client.route(FALLBACK_Q, conversation_id=c)  # frontier-large: stronger, so the conversation moves up
-    assert d.model == "frontier-large" and d.reason != Reason.STICKY
-    d = client.route(SMALLTALK, conversation_id=c)
-    assert (d.model, d.reason) == ("frontier-large", Reason.STICKY)
-    assert client.route(SMALLTALK).model == "small-chat"  # other traffic is not affected
+    assert client.route(SUMMARY, conversation_id=c, user_tier="premium").model == "summarizer-long"
+    # the standard tier's objective picks the cheaper small-chat; the conversation keeps its stronger model, an
+    # eligible candidate of this route
+    d = client.route(SUMMARY + " please", conversation_id=c)
+    assert (d.model, d.reason) == ("summarizer-long", Reason.STICKY), d.feedback_trace
+    assert client.route(SUMMARY + " please").model == "small-chat"  # other traffic is not affected
+    d = client.route(CODING, conversation_id=c)  # code-medium: stronger, so the conversation moves up
+    assert (d.model, d.reason) == ("code-medium", Reason.MATCHED)
+    d = client.route(CODING + " in rust", conversation_id=c, user_tier="free")  # free: code-medium not allowed
+    assert d.model == "small-chat" and "not allowed" in d.feedback_trace[0]  # never a model the policy forbids
 
 
 def test_endpoint_with_the_lowest_observed_latency(client: RouterClient) -> None:

@@ -132,3 +132,14 @@ def test_allowed_models_bound_escalation_stickiness_and_breakers() -> None:
     fail(loop, "big", 1)
     c = asyncio.run(loop.choose(route="r", model="small", reason=Reason.MATCHED, tenant="", allowed={"small"}))
     assert c.model == "small" and "every candidate is open" in c.trace[-1]  # never a model outside allowed
+
+
+def test_spent_cost_budget_holds_to_the_cheapest_allowed_model() -> None:
+    loop, _ = make({"budgets": {"default": {"cost_per_day": 1.0}}})
+    c = asyncio.run(loop.choose(route="r", model="big", reason=Reason.MATCHED, tenant="t", allowed={"big", "mid"}))
+    assert c.model == "big"  # nothing spent yet
+    asyncio.run(loop.report(Outcome("r1", "big", "", "ok", 100, 50, 50, tenant="t")))  # 1.0 spent
+    c = asyncio.run(loop.choose(route="r", model="big", reason=Reason.MATCHED, tenant="t", allowed={"big", "mid"}))
+    assert (c.model, c.reason) == ("mid", Reason.COST_BUDGET_EXHAUSTED)  # never "small": not eligible here
+    c = asyncio.run(loop.choose(route="r", model="big", reason=Reason.MATCHED, tenant="t"))
+    assert c.model == "big"  # without the policy's eligible set nothing else is known to be eligible

@@ -19,8 +19,11 @@ def normalise(text: str) -> str:
     return " ".join(text.split()).lower()
 
 
-def cache_key(text: str, *, version: str, tenant: str, tier: str, options: tuple[int, ...]) -> str:
-    parts = [version, tenant, tier, ",".join(map(str, options)), normalise(text)]
+def cache_key(
+    text: str, *, version: str, tenant: str, tier: str, options: tuple[object, ...], exact: bool = False
+) -> str:
+    """``exact``: key on the text as sent (when rules read it: case-sensitive patterns, lengths)."""
+    parts = [version, tenant, tier, repr(options), text if exact else normalise(text)]
     return hashlib.blake2b("\x00".join(parts).encode(), digest_size=20).hexdigest()
 
 

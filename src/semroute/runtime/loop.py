@@ -183,7 +183,9 @@ class FeedbackLoop:
             model, reason = await self._escalate(route, escalate, reason, tenant, now, trace, ok)
         if conversation:
             model, reason = await self._sticky(conversation, model, reason, trace, ok)
-        model, endpoint, reason = await self._available(model, reason, now, trace, ok)
+        if allowed is not None:
+            model, reason = await self._hold_cost(model, reason, tenant, now, trace, ok)
+        model, endpoint, reason = await self._available(model, reason, now, trace, ok, allowed is not None)
         if conversation:
             await self._write(self.store.conversation_set(conversation, model, self.spec.conversations.ttl_s))
         if request_id:
@@ -252,6 +254,32 @@ class FeedbackLoop:
         self._observer.escalation(route, tenant, "escalated")
         return nxt, Reason.ESCALATED
 
+    def price(self, model: str) -> float:
+        m = self._models[model]
+        return m.cost_per_1k_input + m.cost_per_1k_output
+
+    async def _hold_cost(
+        self, model: str, reason: Reason, tenant: str, now: float, trace: list[str], ok: Callable[[str], bool]
+    ) -> tuple[str, Reason]:
+        """Past the tenant's daily spend: the cheapest allowed model, when one is cheaper than the choice. Only
+        with an ``allowed`` set (the policy's eligible candidates): without one, nothing else is known to be
+        eligible for this route, so the choice is kept."""
+        budget = self.spec.budgets.for_tenant(tenant)
+        if budget.cost_per_day is None or model not in self._models:
+            return model, reason
+        spent = await self.store.cost_spent(tenant, now)
+        if spent < budget.cost_per_day:
+            return model, reason
+        cheaper = [m for m in self._models if ok(m) and self.price(m) < self.price(model)]
+        if not cheaper:
+            trace.append(f"cost budget: tenant '{tenant}' spent {spent:.4f} of {budget.cost_per_day:.4f} today; "
+                         f"no cheaper eligible model than {model}")
+            return model, reason
+        held = min(cheaper, key=lambda m: (self.price(m), m))
+        trace.append(f"cost budget: tenant '{tenant}' spent {spent:.4f} of {budget.cost_per_day:.4f} today; "
+                     f"{model} -> {held} (cheapest eligible)")
+        return held, Reason.COST_BUDGET_EXHAUSTED
+
     async def _sticky(
         self, conversation: str, model: str, reason: Reason, trace: list[str], ok: Callable[[str], bool]
     ) -> tuple[str, Reason]:
@@ -268,11 +296,15 @@ class FeedbackLoop:
         return prev, Reason.STICKY
 
     async def _available(
-        self, model: str, reason: Reason, now: float, trace: list[str], ok: Callable[[str], bool]
+        self, model: str, reason: Reason, now: float, trace: list[str], ok: Callable[[str], bool],
+        restricted: bool,
     ) -> tuple[str, str | None, Reason]:
         snap = await self.breakers()
         r = self.rank(model)
-        candidates = [model, *[m for m in [*(self._ladder[r + 1:] if r >= 0 else []), self._fallback] if ok(m)]]
+        above = self._ladder[r + 1:] if r >= 0 else []
+        # an allowed set (the policy's eligible candidates) is tried whole: stronger ones first, then weaker ones
+        below = list(reversed(self._ladder[:max(r, 0)])) if restricted else []
+        candidates = [model, *[m for m in [*above, self._fallback, *below] if ok(m)]]
         for i, m in enumerate(dict.fromkeys(candidates)):
             usable, endpoint = await self._endpoint(m, snap, now, trace)
             if usable:

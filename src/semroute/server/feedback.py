@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from .._proto.semroute.v1 import router_pb2 as pb
 from ..errors import ConfigError, RequestError
+from ..policy.types import RequestContext, RuntimeView
 from ..router import Router
 from ..runtime.loop import Escalate, FeedbackLoop, Observer, Outcome
 from ..runtime.settings import FeedbackSpec
@@ -53,11 +54,35 @@ class PromObserver(Observer):
         self._m.outcomes.labels(model, outcome, "known" if known else "unknown").inc()
 
 
+class PolicyRuntime:
+    """The policy's RuntimeSource: models whose breakers are open are excluded (with the reason in the policy's
+    trace), observed latencies replace declared ones in its blend objective. Reads the loop's snapshot, which the
+    Route path refreshes before each decision."""
+
+    def __init__(self, loop: FeedbackLoop) -> None:
+        self._loop = loop
+        loop._latency_wanted = True
+
+    def view(self, ctx: RequestContext) -> RuntimeView:
+        excluded, latency = self._loop.view()
+        return RuntimeView(excluded=excluded, latency_ms=latency)
+
+
+def _allowed(msg: pb.Decision) -> set[str] | None:
+    """The models the policy permits for this decision: its eligible candidates; only its choice when it chose
+    without candidates (a rule forcing a model, the no-eligible fallback). None: no policy ran."""
+    if not msg.policy_version:
+        return None
+    eligible = {c.model for c in msg.candidates if c.eligible}
+    return eligible | {msg.model} if eligible else {msg.model}
+
+
 class ServingFeedback:
     """One per server. ``store_url`` is what Info reports ('memory' or the redis:// URL)."""
 
     def __init__(self, store: StateStore, metrics: Metrics, store_url: str) -> None:
         self.loop = FeedbackLoop(store, observer=PromObserver(metrics))
+        self._runtime = PolicyRuntime(self.loop)
         self._metrics = metrics
         self.store_url = store_url
         self._tasks: set[asyncio.Task[None]] = set()  # background writes, referenced until done
@@ -65,6 +90,8 @@ class ServingFeedback:
 
     def sync(self, router: Router) -> FeedbackLoop:
         """Follow the bundle now serving: a new version brings its settings and empties the decision cache."""
+        if router.runtime is not self._runtime:  # a new Router (start, reload): plug the runtime state in
+            router.runtime = self._runtime
         if router.version != self.loop.version:
             b = router.bundle
             spec = FeedbackSpec.model_validate(b.routes["feedback"]) if b.routes.get("feedback") else FeedbackSpec()
@@ -86,23 +113,33 @@ class ServingFeedback:
             if not (0.0 <= e.confidence <= 1.0):  # also refuses nan
                 raise RequestError("escalate.confidence", f"is {e.confidence}; must be in [0, 1]")
             escalate = Escalate(e.from_model, e.confidence)
+        await loop.refresh()  # the breaker and latency snapshot the policy's RuntimeView reads
         cache = loop.cache
         key = ""
         msg: pb.Decision | None = None
         if cache is not None:
             from ..runtime.cache import cache_key
 
-            key = cache_key(request.text, version=router.version, tenant=md.tenant, tier=md.user_tier, options=top)
+            # the policy reads the raw text (case-sensitive rules, lengths): with a policy the text is the key as sent
+            key = cache_key(
+                request.text, version=router.version, tenant=md.tenant, tier=md.user_tier,
+                options=(*top, *sorted(md.labels.items()), request.options.SerializeToString(deterministic=True)),
+                exact=router.bundle.policy is not None,
+            )
             raw = await cache.get(key)
             self._metrics.cache_lookups.inc()
             if raw is not None:
-                self._metrics.cache_hits.inc()
                 msg = pb.Decision.FromString(raw)
-                msg.cached = True
+                if msg.model in loop.view()[0]:
+                    msg = None  # its model's breaker opened since: decide again, with the exclusion
+                else:
+                    self._metrics.cache_hits.inc()
+                    msg.cached = True
             self._metrics.cache_hit_ratio.set(cache.ratio)
         if msg is None:
             msg = await compute()
-            if cache is not None:
+            # a decision made while a breaker excluded models is not reused once they are back: not cached
+            if cache is not None and not loop.view()[0]:
                 base = pb.Decision()
                 base.CopyFrom(msg)
                 base.ClearField("timings")  # a later hit encodes nothing: it reports its own (zero) stage times
@@ -114,6 +151,7 @@ class ServingFeedback:
         c = await loop.choose(
             route=msg.route if msg.HasField("route") else None, model=msg.model, reason=_PB_TO_REASON[msg.reason],
             tenant=md.tenant, conversation=md.conversation_id, escalate=escalate, request_id=md.request_id,
+            allowed=_allowed(msg),
         )
         _apply(msg, c.model, c.reason, c.endpoint, c.trace)
         msg.timings.total_ns = now_ns() - received_ns
@@ -126,9 +164,13 @@ class ServingFeedback:
             c = await loop.choose(
                 route=msg.route if msg.HasField("route") else None, model=msg.model,
                 reason=_PB_TO_REASON[msg.reason], tenant=md.tenant, conversation=md.conversation_id,
-                request_id=md.request_id,
+                request_id=md.request_id, allowed=_allowed(msg),
             )
             _apply(msg, c.model, c.reason, c.endpoint, c.trace)
+
+    async def refresh(self, router: Router) -> None:
+        """Before a RouteBatch's decisions: the snapshot the policy's RuntimeView reads."""
+        await self.sync(router).refresh()
 
     async def report(self, router: Router, r: pb.ReportOutcomeRequest) -> pb.ReportOutcomeResponse:
         loop = self.sync(router)

@@ -239,6 +239,8 @@ class RouterService(pb_grpc.RouterServicer):
             for i, q in enumerate(request.queries):
                 _check_text(f"queries[{i}].text", q.text, self._limits.max_text_chars)
                 _check_metadata(f"queries[{i}].metadata", q.metadata)
+            if self._feedback is not None:
+                await self._feedback.refresh(self._get_router())
             ds = await self._decide([q.text for q in request.queries], [q.metadata for q in request.queries],
                                     request.options, received, context, [f"queries[{i}]." for i in range(n)])
             if self._feedback is not None:
