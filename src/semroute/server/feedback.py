@@ -22,7 +22,7 @@ from ..runtime.settings import FeedbackSpec
 from ..runtime.store import GAUGE_VALUE, BreakerState, StateStore
 from ..scoring import Reason
 from .convert import REASON_TO_PB
-from .metrics import Metrics
+from .metrics import NO_TENANT, OTHER_TENANTS, Metrics
 
 _LABEL = re.compile(r"^[A-Za-z0-9_.:\-]{0,64}$")
 _MAX_ID = 128
@@ -41,14 +41,24 @@ def check_id(field: str, value: str, *, required: bool = False) -> None:
 
 
 class PromObserver(Observer):
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, max_tenants: int = 100) -> None:
         self._m = metrics
+        # tenant is caller-chosen: label the first max_tenants by name, the rest together (as the tenant counter)
+        self._max_tenants = max_tenants
+        self._tenants: set[str] = set()
+
+    def _tenant(self, tenant: str) -> str:
+        if not tenant:
+            return NO_TENANT
+        if tenant not in self._tenants and len(self._tenants) < self._max_tenants:
+            self._tenants.add(tenant)
+        return tenant if tenant in self._tenants else OTHER_TENANTS
 
     def breaker(self, key: str, state: BreakerState) -> None:
         self._m.breaker_state.labels(key).set(GAUGE_VALUE[state])
 
     def escalation(self, route: str, tenant: str, outcome: str) -> None:
-        self._m.escalations.labels(route, tenant or "-", outcome).inc()
+        self._m.escalations.labels(route, self._tenant(tenant), outcome).inc()
 
     def outcome(self, model: str, outcome: str, known: bool) -> None:
         self._m.outcomes.labels(model, outcome, "known" if known else "unknown").inc()
@@ -80,8 +90,8 @@ def _allowed(msg: pb.Decision) -> set[str] | None:
 class ServingFeedback:
     """One per server. ``store_url`` is what Info reports ('memory' or the redis:// URL)."""
 
-    def __init__(self, store: StateStore, metrics: Metrics, store_url: str) -> None:
-        self.loop = FeedbackLoop(store, observer=PromObserver(metrics))
+    def __init__(self, store: StateStore, metrics: Metrics, store_url: str, max_tenants: int = 100) -> None:
+        self.loop = FeedbackLoop(store, observer=PromObserver(metrics, max_tenants))
         self._runtime = PolicyRuntime(self.loop)
         self._metrics = metrics
         self.store_url = store_url
@@ -219,12 +229,12 @@ def _apply(msg: pb.Decision, model: str, reason: Reason, endpoint: str | None, t
         msg.feedback_trace.extend(trace)
 
 
-def make_store(url: str, metrics: Metrics) -> ServingFeedback:
+def make_store(url: str, metrics: Metrics, max_tenants: int = 100) -> ServingFeedback:
     """'memory' -> in process; 'redis://HOST:PORT[/DB]' -> shared (ConfigError naming --state otherwise)."""
     if url == "memory":
         from ..runtime.local import InProcessStore
 
-        return ServingFeedback(InProcessStore(), metrics, url)
+        return ServingFeedback(InProcessStore(), metrics, url, max_tenants)
     try:
         from ..runtime.redis_store import RedisStore, parse_url
     except ImportError as e:  # the optional extra is not installed
@@ -234,5 +244,5 @@ def make_store(url: str, metrics: Metrics) -> ServingFeedback:
     parse_url(url)
     holder: list[ServingFeedback] = []
     store = RedisStore(url, on_change=lambda up: holder[0].set_store_up(up) if holder else None)
-    holder.append(ServingFeedback(store, metrics, url))
+    holder.append(ServingFeedback(store, metrics, url, max_tenants))
     return holder[0]
