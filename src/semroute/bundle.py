@@ -192,6 +192,8 @@ def build_bundle(
         ],
         "utterances": rows,
     }
+    if routeset.feedback is not None:  # runtime settings (semroute.runtime); absent when a route set has none
+        routes_doc["feedback"] = routeset.feedback.model_dump()
     if calibration is not None:
         thresholds = calibration.get("thresholds", {})
         for r in routes_doc["routes"]:

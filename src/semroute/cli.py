@@ -360,6 +360,9 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
 @click.option("--watch-interval", default=2.0, show_default=True, help="Seconds between bundle checks.")
 @click.option("--max-tenants", default=100, show_default=True,
               help="Distinct tenants labelled in semroute_tenant_requests_total; later ones share '(other)'.")
+@click.option("--state", default="memory", show_default=True,
+              help="Runtime feedback state (breakers, budgets, cache, conversations): 'memory' for this process, "
+                   "or redis://HOST:PORT shared by replicas.")
 @_errors
 def serve(index_dir: Path, **options: Any) -> None:
     """Serve the Router gRPC API (with health checking and reflection) on a bundle."""

@@ -43,9 +43,44 @@ def _error(e: grpc.RpcError) -> SemrouteError:
 
 
 def _metadata(
-    tenant: str, user_tier: str, request_id: str, labels: Mapping[str, str] | None = None
+    tenant: str, user_tier: str, request_id: str, labels: Mapping[str, str] | None = None, conversation_id: str = ""
 ) -> pb.RequestMetadata:
-    return pb.RequestMetadata(tenant=tenant, user_tier=user_tier, request_id=request_id, labels=labels or {})
+    return pb.RequestMetadata(tenant=tenant, user_tier=user_tier, request_id=request_id, labels=labels or {},
+                              conversation_id=conversation_id)
+
+
+def _route_request(
+    text: str, tenant: str, user_tier: str, request_id: str, top_scores: int, top_neighbours: int,
+    labels: Mapping[str, str] | None, policy: PolicyOptions | None, conversation_id: str,
+    escalate_from: str | None, confidence: float | None,
+) -> pb.RouteRequest:
+    req = pb.RouteRequest(
+        text=text, metadata=_metadata(tenant, user_tier, request_id, labels, conversation_id),
+        options=_options(top_scores, top_neighbours, policy),
+    )
+    if escalate_from is not None:
+        req.escalate.CopyFrom(pb.Escalation(from_model=escalate_from, confidence=1.0 if confidence is None
+                                            else confidence))
+    return req
+
+
+_OUTCOMES = {"ok": pb.OUTCOME_OK, "error": pb.OUTCOME_ERROR, "timeout": pb.OUTCOME_TIMEOUT,
+             "rate_limited": pb.OUTCOME_RATE_LIMITED}
+
+
+def _outcome_request(
+    request_id: str, model: str, outcome: str, endpoint: str, latency_ms: float, tokens_in: int, tokens_out: int,
+    confidence: float | None, feedback: str, tenant: str,
+) -> pb.ReportOutcomeRequest:
+    if outcome not in _OUTCOMES:
+        raise RequestError("outcome", f"'{outcome}' is not one of {', '.join(_OUTCOMES)}")
+    req = pb.ReportOutcomeRequest(
+        request_id=request_id, model=model, endpoint=endpoint, outcome=_OUTCOMES[outcome], latency_ms=latency_ms,
+        tokens_in=tokens_in, tokens_out=tokens_out, feedback=feedback, tenant=tenant,
+    )
+    if confidence is not None:
+        req.confidence = confidence
+    return req
 
 
 def _options(top_scores: int, top_neighbours: int, policy: PolicyOptions | None = None) -> pb.RouteOptions:
@@ -80,12 +115,13 @@ class RouterClient:
     def route(
         self, text: str, *, tenant: str = "", user_tier: str = "", request_id: str = "",
         top_scores: int = 5, top_neighbours: int = 3, labels: Mapping[str, str] | None = None,
-        policy: PolicyOptions | None = None,
+        policy: PolicyOptions | None = None, conversation_id: str = "",
+        escalate_from: str | None = None, confidence: float | None = None,
     ) -> Decision:
-        req = pb.RouteRequest(
-            text=text, metadata=_metadata(tenant, user_tier, request_id, labels),
-            options=_options(top_scores, top_neighbours, policy),
-        )
+        """``escalate_from`` + ``confidence``: the previous answer (from that model) was this sure; under the
+        route's escalation threshold the decision is the next model up (reason ESCALATED)."""
+        req = _route_request(text, tenant, user_tier, request_id, top_scores, top_neighbours, labels, policy,
+                             conversation_id, escalate_from, confidence)
         try:
             return decision_from_pb(self._stub.Route(req, timeout=self.timeout).decision)
         except grpc.RpcError as e:
@@ -112,6 +148,20 @@ class RouterClient:
         except grpc.RpcError as e:
             raise _error(e) from None
 
+    def report_outcome(
+        self, request_id: str, model: str, outcome: str = "ok", *, endpoint: str = "", latency_ms: float = 0.0,
+        tokens_in: int = 0, tokens_out: int = 0, confidence: float | None = None, feedback: str = "",
+        tenant: str = "",
+    ) -> pb.ReportOutcomeResponse:
+        """Tell the router what happened when you called ``model`` (outcome: ok, error, timeout, rate_limited)."""
+        req = _outcome_request(request_id, model, outcome, endpoint, latency_ms, tokens_in, tokens_out, confidence,
+                               feedback, tenant)
+        try:
+            resp: pb.ReportOutcomeResponse = self._stub.ReportOutcome(req, timeout=self.timeout)
+            return resp
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
     def close(self) -> None:
         self._channel.close()
 
@@ -133,12 +183,13 @@ class AsyncRouterClient:
     async def route(
         self, text: str, *, tenant: str = "", user_tier: str = "", request_id: str = "",
         top_scores: int = 5, top_neighbours: int = 3, labels: Mapping[str, str] | None = None,
-        policy: PolicyOptions | None = None,
+        policy: PolicyOptions | None = None, conversation_id: str = "",
+        escalate_from: str | None = None, confidence: float | None = None,
     ) -> Decision:
-        req = pb.RouteRequest(
-            text=text, metadata=_metadata(tenant, user_tier, request_id, labels),
-            options=_options(top_scores, top_neighbours, policy),
-        )
+        """``escalate_from`` + ``confidence``: the previous answer (from that model) was this sure; under the
+        route's escalation threshold the decision is the next model up (reason ESCALATED)."""
+        req = _route_request(text, tenant, user_tier, request_id, top_scores, top_neighbours, labels, policy,
+                             conversation_id, escalate_from, confidence)
         try:
             return decision_from_pb((await self._stub.Route(req, timeout=self.timeout)).decision)
         except grpc.RpcError as e:
@@ -163,6 +214,19 @@ class AsyncRouterClient:
         try:
             info: pb.InfoResponse = await self._stub.Info(pb.InfoRequest(), timeout=self.timeout)
             return info
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+    async def report_outcome(
+        self, request_id: str, model: str, outcome: str = "ok", *, endpoint: str = "", latency_ms: float = 0.0,
+        tokens_in: int = 0, tokens_out: int = 0, confidence: float | None = None, feedback: str = "",
+        tenant: str = "",
+    ) -> pb.ReportOutcomeResponse:
+        req = _outcome_request(request_id, model, outcome, endpoint, latency_ms, tokens_in, tokens_out, confidence,
+                               feedback, tenant)
+        try:
+            resp: pb.ReportOutcomeResponse = await self._stub.ReportOutcome(req, timeout=self.timeout)
+            return resp
         except grpc.RpcError as e:
             raise _error(e) from None
 

@@ -50,6 +50,7 @@ class ServeConfig:
     watch: bool = True
     watch_interval: float = 2.0
     max_tenants: int = 100  # distinct tenants labelled in semroute_tenant_requests_total; the rest share one label
+    state: str = "memory"  # runtime feedback state: 'memory' (this process) or redis://HOST:PORT shared by replicas
 
 
 def check_bindable(host: str, port: int, flag: str = "port") -> None:
@@ -87,6 +88,10 @@ async def serve(
     metrics = Metrics(max_tenants=config.max_tenants)
     check_bindable(config.host, config.port)
     check_bindable(config.host, config.metrics_port, "metrics-port")
+    from .feedback import make_store
+
+    # a bad --state URL fails here, before anything loads
+    feedback = make_store(config.state, metrics, config.max_tenants)
     # 1. load and warm: a bad bundle fails here, before a port is bound
     router = await asyncio.to_thread(Router.load, config.index, threads=config.threads)
     holder = RouterHolder(router, config.index, config.threads, metrics)
@@ -102,7 +107,8 @@ async def serve(
     # 2. bind
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     limits = Limits(max_text_chars=config.max_text_chars, max_batch_queries=config.max_batch_queries)
-    service = RouterService(lambda: holder.current, batcher, limits, metrics)
+    service = RouterService(lambda: holder.current, batcher, limits, metrics, feedback)
+    feedback.sync(holder.current)
     add_router_service(server, service, metrics)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -156,6 +162,8 @@ async def serve(
         await stop.wait()
     finally:
         await _drain(config, server, service, batcher, health, watcher, tasks)
+        with contextlib.suppress(Exception):  # the state store's connections (Redis); nothing to do in process
+            await feedback.loop.store.close()
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
