@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import click
 
 from .errors import SemrouteError, exit_code
+from .ops.commands import COMMANDS, ops_options, pop_ops_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -137,9 +138,12 @@ def build_index(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--top", type=int, default=5, show_default=True, help="Route scores to show.")
 @click.option("--neighbours", type=int, default=3, show_default=True, help="Nearest utterances to show.")
+@click.option("--api-key", envvar="SEMROUTE_API_KEY", help="API key for a server with --keys (env SEMROUTE_API_KEY).")
+@click.option("--tls-ca", type=click.Path(path_type=Path), help="CA (PEM) to trust for a TLS server.")
 @_errors
 def route(
-    texts: Sequence[str], index_dir: Path | None, server: str | None, as_json: bool, top: int, neighbours: int
+    texts: Sequence[str], index_dir: Path | None, server: str | None, as_json: bool, top: int, neighbours: int,
+    api_key: str | None, tls_ca: Path | None,
 ) -> None:
     """Route TEXT... (or lines of stdin when no TEXT is given) and print one decision per text."""
     from .errors import RequestError
@@ -150,9 +154,12 @@ def route(
     if not items:
         raise RequestError("text", "no text given; pass TEXT arguments or lines on stdin")
     if server is not None:
+        import grpc
+
         from .client import RouterClient
 
-        with RouterClient(server) as client:
+        creds = grpc.ssl_channel_credentials(tls_ca.read_bytes()) if tls_ca else None
+        with RouterClient(server, api_key=api_key, credentials=creds) as client:
             decisions = [d.to_dict() for d in client.route_batch(items, top_scores=top, top_neighbours=neighbours)]
     else:
         from .router import Router
@@ -262,6 +269,7 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
 @click.option("--watch/--no-watch", default=True, show_default=True,
               help="Reload when the bundle on disk changes (SIGHUP always reloads).")
 @click.option("--watch-interval", default=2.0, show_default=True, help="Seconds between bundle checks.")
+@ops_options
 @_errors
 def serve(index_dir: Path, **options: Any) -> None:
     """Serve the Router gRPC API (with health checking and reflection) on a bundle."""
@@ -271,7 +279,7 @@ def serve(index_dir: Path, **options: Any) -> None:
     from .server import serve as run
 
     logging.getLogger("semroute").setLevel(min(logging.getLogger().level, logging.WARNING))
-    config = ServeConfig(index=index_dir, **options)
+    config = ServeConfig(index=index_dir, ops=pop_ops_config(options), **options)
 
     json_logs = (click.get_current_context().find_root().obj or {}).get("log_format") == "json"
 
@@ -284,6 +292,10 @@ def serve(index_dir: Path, **options: Any) -> None:
             click.echo(msg, err=True)
 
     sys.exit(asyncio.run(run(config, ready=ready)))
+
+
+for _command in COMMANDS:  # keygen, sign, keys, audit (semroute.ops.commands)
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

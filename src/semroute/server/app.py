@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from .._proto.semroute.v1 import router_pb2 as pb
 from .._proto.semroute.v1 import router_pb2_grpc as pb_grpc
 from ..errors import SemrouteError
+from ..ops.config import OpsConfig
 from ..router import Router
 from .batcher import MicroBatcher
 from .metrics import Metrics
@@ -48,14 +49,17 @@ class ServeConfig:
     grace_period: float = 10.0
     watch: bool = True
     watch_interval: float = 2.0
+    ops: OpsConfig | None = None  # keys, TLS, rate limits, audit, tracing, signed bundles
 
 
 class RouterHolder:
     """The router now serving. Reloads build a new Router beside the old one and swap the reference; batches
     already running keep the router they started with."""
 
-    def __init__(self, router: Router, path: Path, threads: int, metrics: Metrics) -> None:
+    def __init__(self, router: Router, path: Path, threads: int, metrics: Metrics,
+                 load: Callable[[Path, int], Router] = lambda p, t: Router.load(p, threads=t)) -> None:
         self.current = router
+        self._load = load
         self._path = path
         self._threads = threads
         self._metrics = metrics
@@ -73,7 +77,7 @@ class RouterHolder:
         async with self._lock:
             manifest = self.on_disk()
             try:
-                new = await asyncio.to_thread(Router.load, self._path, threads=self._threads)
+                new = await asyncio.to_thread(self._load, self._path, self._threads)
             except SemrouteError as e:
                 self._refused = manifest
                 self._metrics.reloads.labels("refused").inc()
@@ -115,10 +119,13 @@ async def serve(
     """Run until SIGTERM/SIGINT (or until ``stop`` is set, for embedding: then no signal handlers are installed,
     and SIGHUP reloads are not available); returns the exit code. ``ready(port, version)`` is called once
     SERVING."""
+    from ..ops.wiring import Ops
+
     metrics = Metrics()
-    # 1. load and warm: a bad bundle fails here, before a port is bound
-    router = await asyncio.to_thread(Router.load, config.index, threads=config.threads)
-    holder = RouterHolder(router, config.index, config.threads, metrics)
+    ops = Ops(config.ops, registry=metrics.registry)  # a bad key file or certificate fails before any loading
+    # 1. load and warm: a bad (or, with --trusted-key, unsigned) bundle fails here, before a port is bound
+    router = await asyncio.to_thread(ops.load_router, config.index, config.threads)
+    holder = RouterHolder(router, config.index, config.threads, metrics, ops.load_router)
     batcher = MicroBatcher(
         lambda: holder.current,
         max_batch_size=config.max_batch_size,
@@ -127,7 +134,7 @@ async def serve(
         on_batch=metrics.batch_size.observe,
     )
     # 2. bind
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=ops.interceptors, options=[("grpc.so_reuseport", 0)])
     limits = Limits(max_text_chars=config.max_text_chars, max_batch_queries=config.max_batch_queries)
     service = RouterService(lambda: holder.current, batcher, limits, metrics)
     pb_grpc.add_RouterServicer_to_server(service, server)  # type: ignore[no-untyped-call]
@@ -137,9 +144,10 @@ async def serve(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(f"{config.host}:{config.port}")
+        port = ops.add_port(server, f"{config.host}:{config.port}")
     except RuntimeError as e:
         raise SemrouteError(f"cannot bind {config.host}:{config.port}: {e}") from e
+    ops.start(router.version)
     await server.start()
     batcher.start()
     if config.metrics_port:
@@ -189,6 +197,7 @@ async def serve(
             await asyncio.sleep(0.01)
         await server.stop(max(deadline - loop.time(), 0.5))
         await batcher.close()
+        await ops.close()
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
