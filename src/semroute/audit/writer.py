@@ -254,6 +254,15 @@ class AuditWriter:
         return record
 
     def _write(self, items: list[tuple[dict[str, Any], str | None]]) -> None:
+        try:
+            self._append(items)
+        except Exception as e:  # a bug (a record that is not JSON): the thread must survive it, and say so
+            log.exception("audit records could not be written")
+            self._lost_pending += len(items)
+            self._lost_reason = f"internal error: {type(e).__name__}"
+            self._unhealthy(OSError(0, str(e)))
+
+    def _append(self, items: list[tuple[dict[str, Any], str | None]]) -> None:
         overflow = self._overflow - self._overflow_seen
         records = []
         lost = self._lost_pending + overflow
@@ -263,29 +272,25 @@ class AuditWriter:
         records += [self._prepare(dict(r), t) for r, t in items]
         if not records:
             return
-        seq, head, lines = self.seq, self.head, []
+        start, seq, head, sealed = self.seq, self.seq, self.head, []
         for r in records:
             line, head = seal(r, seq, head)
-            lines.append(line)
             seq += 1
-        data = b"".join(lines)
+            sealed.append((line, seq, head))
         try:
-            if self._size and self._size + len(data) > self.max_bytes:
-                self._rotate()
-            n = os.write(self._fd, data)
-            if n != len(data):
-                raise OSError(28, f"short write ({n} of {len(data)} bytes)")
+            self._write_lines(sealed)
         except OSError as e:
             with contextlib.suppress(OSError):
                 os.ftruncate(self._fd, self._size)  # never leave half a record behind
+            written = self.seq - start  # whole chunks that made it before the error (the gap record first)
+            gap = 1 if lost else 0
+            unwritten = len(items) - max(0, written - gap)
             self._overflow_seen += overflow
-            self._lost_pending = lost + len(items)
+            self._lost_pending = unwritten if written >= gap and gap else lost + unwritten
             self._lost_reason = e.strerror or str(e)
-            self._metrics["lost"].inc(len(items) + overflow)
+            self._metrics["lost"].inc(unwritten + overflow)
             self._unhealthy(e)
             return
-        self.seq, self.head = seq, head
-        self._size += len(data)
         self._dirty = True
         self._overflow_seen += overflow
         if overflow:
@@ -296,6 +301,32 @@ class AuditWriter:
         self.healthy = True
         self._metrics["healthy"].set(1)
         self._metrics["records"].inc(len(items))
+
+    def _write_lines(self, sealed: list[tuple[bytes, int, str]]) -> None:
+        """Append whole lines, rotating between two lines whenever the next one would pass max_bytes. Each chunk
+        written moves the chain's state (seq, head) forward; on error the active file is cut back to its last
+        whole line and the chunks already written stay (they are complete records)."""
+        chunk: list[tuple[bytes, int, str]] = []
+        pending = 0
+        for item in sealed:
+            line = item[0]
+            if chunk and self._size + pending + len(line) > self.max_bytes or (
+                    not chunk and self._size and self._size + len(line) > self.max_bytes):
+                if chunk:
+                    self._flush(chunk, pending)
+                    chunk, pending = [], 0
+                self._rotate()
+            chunk.append(item)
+            pending += len(line)
+        if chunk:
+            self._flush(chunk, pending)
+
+    def _flush(self, chunk: list[tuple[bytes, int, str]], size: int) -> None:
+        n = os.write(self._fd, b"".join(line for line, _, _ in chunk))
+        if n != size:
+            raise OSError(28, f"short write ({n} of {size} bytes)")
+        self._size += size
+        _, self.seq, self.head = chunk[-1]
 
     def _unhealthy(self, e: OSError) -> None:
         self.healthy = False
