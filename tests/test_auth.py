@@ -26,9 +26,9 @@ from semroute.ops.keys import add_key, load_keys, revoke_key
 from semroute.server import ServeConfig
 
 pytest.importorskip("opentelemetry.sdk")
-from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 ROUTE = pb.RouteRequest(text="my card was charged twice")
 
@@ -95,7 +95,7 @@ def test_valid_key_routes_and_the_key_sets_tenant_and_tier(env: Env) -> None:
         d = c.route("my card was charged twice", request_id="auth-1")
         assert d.route == "billing"
         assert c.route("hello", tenant="acme", user_tier="standard").model  # the key's own values are fine
-        with pytest.raises(PermissionDeniedError, match="bound to tier 'standard'.*'gold'"):
+        with pytest.raises(PermissionDeniedError, match=r"bound to tier 'standard'.*'gold'"):
             c.route("hello", user_tier="gold")
         with pytest.raises(PermissionDeniedError, match="bound to tenant 'acme'"):
             c.route("hello", tenant="other")

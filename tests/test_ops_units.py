@@ -53,7 +53,7 @@ def test_parse_rate_and_config_validation() -> None:
     assert parse_rate("600/min") == (10.0, 600.0)
     assert parse_rate("5 / s") == (5.0, 5.0)
     for bad in ("fast", "0/s", "5/day"):
-        with pytest.raises(ConfigError, match="--rate-limit: .* is not a rate"):
+        with pytest.raises(ConfigError, match=r"--rate-limit: .* is not a rate"):
             parse_rate(bad)
     with pytest.raises(ConfigError, match="limiting per key needs API keys"):
         OpsConfig(rate_limit="5/s")
@@ -78,11 +78,10 @@ def test_calibrate_from_the_audit_trail(bundle_dir: Path, tmp_path: Path) -> Non
                                                                     "coding"),
              "r3": ("what is the capital of France", None), "r4": ("I have a fever and a headache", "medical"),
              "r5": ("translate good night into French", None)}
-    with InProcessServer(ServeConfig(index=bundle_dir, port=0, watch=False,
-                                     ops=OpsConfig(audit_log=log, audit_text="full"))) as s:
-        with RouterClient(s.target) as c:
-            decided = {rid: c.route(t, request_id=rid) for rid, (t, _) in texts.items()}
-            c.route("unlabelled traffic", request_id="r9")
+    config = ServeConfig(index=bundle_dir, port=0, watch=False, ops=OpsConfig(audit_log=log, audit_text="full"))
+    with InProcessServer(config) as s, RouterClient(s.target) as c:
+        decided = {rid: c.route(t, request_id=rid) for rid, (t, _) in texts.items()}
+        c.route("unlabelled traffic", request_id="r9")
     labels = tmp_path / "labels.jsonl"
     rows = [{"request_id": rid, "route": r} for rid, (_, r) in list(texts.items())[:4]]
     rows.append({"request_id": "r5", "outcome": "correct"})

@@ -73,7 +73,7 @@ def test_sign_and_verify_and_every_kind_of_refusal(signed: Path, keys: tuple[Pat
     manifest["version"] = "20990101T000000Z-0000000000"
     (other / "manifest.json").write_text(json.dumps(manifest))
     shutil.copy(signed / "signature.json", other / "signature.json")
-    with pytest.raises(BundleError, match="signature is for bundle .* but this bundle is '20990101T000000Z"):
+    with pytest.raises(BundleError, match=r"signature is for bundle .* but this bundle is '20990101T000000Z"):
         BundleVerifier([pub]).verify(other)
     (other / "signature.json").unlink()
     with pytest.raises(BundleError, match="bundle is not signed"):

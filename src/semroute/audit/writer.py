@@ -310,7 +310,7 @@ class AuditWriter:
         pending = 0
         for item in sealed:
             line = item[0]
-            if chunk and self._size + pending + len(line) > self.max_bytes or (
+            if (chunk and self._size + pending + len(line) > self.max_bytes) or (
                     not chunk and self._size and self._size + len(line) > self.max_bytes):
                 if chunk:
                     self._flush(chunk, pending)
