@@ -187,3 +187,28 @@ def test_server_audits_every_decision(bundle_dir: Path, tmp_path: Path) -> None:
     assert [r["batch_index"] for r in decisions[1:]] == [0, 1]
     assert b"charged twice" not in log.read_bytes()
     assert (log.parent / "audit.log.key").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("policy", ["keep-serving", "fail-closed"])
+def test_disk_full_policy_through_the_server(bundle_dir: Path, policy: str) -> None:
+    """/dev/full as the audit log: every write fails with ENOSPC, as on a full disk."""
+    config = ServeConfig(index=bundle_dir, port=0, watch=False, ops=OpsConfig(
+        audit_log=Path("/dev/full"), audit_text="none", audit_on_error=policy))  # type: ignore[arg-type]
+    with InProcessServer(config) as s, grpc.insecure_channel(s.target) as ch:
+        stub = pb_grpc.RouterStub(ch)
+        deadline = time.monotonic() + 10
+        codes = set()
+        while time.monotonic() < deadline:
+            try:
+                stub.Route(pb.RouteRequest(text="my card was charged twice"), timeout=5)
+                codes.add("OK")
+            except grpc.RpcError as e:
+                codes.add(e.code().name)
+                assert "--audit-on-error fail-closed" in e.details()
+            if policy == "keep-serving" and len(codes) and time.monotonic() > deadline - 8:
+                break
+            if "UNAVAILABLE" in codes:
+                break
+            time.sleep(0.05)
+        assert codes == ({"OK"} if policy == "keep-serving" else {"UNAVAILABLE"} | (codes & {"OK"}))
+        assert stub.Info(pb.InfoRequest(), timeout=5).index_version  # Info makes no decision: always answered

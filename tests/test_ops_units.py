@@ -116,3 +116,25 @@ def test_calibrate_from_the_audit_trail(bundle_dir: Path, tmp_path: Path) -> Non
     labels.write_text('{"request_id": "r1", "route": "a", "outcome": "correct"}\n')
     with pytest.raises(DataError, match=r"labels\.jsonl:1: give exactly one of 'route'"):
         audit_to_labelled([log], labels, tmp_path / "x.jsonl")
+
+
+def test_serve_options_build_an_ops_config_only_when_a_feature_is_on() -> None:
+    import click
+
+    from semroute.ops.commands import ops_options, pop_ops_config
+
+    seen: dict[str, object] = {}
+
+    @click.command()
+    @ops_options
+    def cmd(**options: object) -> None:
+        seen["config"] = pop_ops_config(options)
+        seen["left"] = options
+
+    cmd.main([], standalone_mode=False)
+    assert seen["config"] is None and seen["left"] == {}
+    cmd.main(["--audit-log", "/tmp/x.log", "--auth-open", "health"], standalone_mode=False)
+    config = seen["config"]
+    assert isinstance(config, OpsConfig) and config.open_services == frozenset({"health"})
+    with pytest.raises(ConfigError, match="give both --tls-cert and --tls-key"):
+        cmd.main(["--tls-key", "k.pem"], standalone_mode=False)

@@ -169,6 +169,7 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         inner = handler.unary_unary
         auth, limiter, audit, tracing = self._auth, self._limiter, self._audit, self._tracing
         span_name = f"{ROUTER_SERVICE}/{rpc}"
+        decides = rpc in ("Route", "RouteBatch")  # Info makes no decision, so fail-closed never refuses it
 
         async def behaviour(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start_ns = time.time_ns()
@@ -182,7 +183,7 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     self._bind(key, request)
                 if limiter is not None:
                     await self._limit(key, request)
-                if audit is not None and audit.fail_closed and not audit.healthy:
+                if decides and audit is not None and audit.fail_closed and not audit.healthy:
                     raise UnavailableError("the audit trail cannot be written and the server runs with "
                                            "--audit-on-error fail-closed; retry later")
             except SemrouteError as e:
