@@ -174,17 +174,22 @@ def test_server_audits_every_decision(bundle_dir: Path, tmp_path: Path) -> None:
         stub.RouteBatch(pb.RouteBatchRequest(queries=[pb.Query(text="solve 2x+3=11"), pb.Query(text="hello")]),
                         timeout=5)
         stub.Info(pb.InfoRequest(), timeout=5)
+        stub.Route(pb.RouteRequest(text="I got a subpoena, write to me at jane@example.com",
+                                   metadata=pb.RequestMetadata(request_id="req-policy")), timeout=5)
         with pytest.raises(grpc.RpcError):
             stub.Route(pb.RouteRequest(text=""), timeout=5)  # refused: no decision, no record
     s = verify_logs([log])
     recs = [json.loads(line) for line in _lines(log)]
     decisions = [r for r in recs if r["kind"] == "decision"]
-    assert s.records == 4 and len(decisions) == 3
+    assert s.records == 5 and len(decisions) == 4
+    p = next(r for r in decisions if r["request_id"] == "req-policy")  # the policy's part, from the Decision
+    assert "legal-keywords" in p["rules"] and p["pii_kinds"] == ["email"] and p["policy_version"].startswith("p-")
+    assert p["tier_applied"] == "standard" and b"jane@example.com" not in log.read_bytes()
     d = decisions[0]
     assert (d["request_id"], d["tenant"], d["tier"], d["route"], d["method"]) == (
         "req-1", "acme", "gold", "billing", "Route")
     assert d["reason"] == "REASON_MATCHED" and d["bundle_version"] and d["scores"]["billing"] == d["score"]
-    assert [r["batch_index"] for r in decisions[1:]] == [0, 1]
+    assert [r["batch_index"] for r in decisions[1:3]] == [0, 1]
     assert b"charged twice" not in log.read_bytes()
     assert (log.parent / "audit.log.key").stat().st_mode & 0o777 == 0o600
 

@@ -99,11 +99,18 @@ def test_valid_key_routes_and_the_key_sets_tenant_and_tier(env: Env) -> None:
             c.route("hello", user_tier="gold")
         with pytest.raises(PermissionDeniedError, match="bound to tenant 'acme'"):
             c.route("hello", tenant="other")
+        # narrowing under the bundle's policy (routes/policy.yaml): free allows fewer models with a cost ceiling
+        assert c.route("my card was charged twice", user_tier="free", request_id="narrowed").model
+        with pytest.raises(PermissionDeniedError, match="'premium', which is not narrower"):
+            c.route("hello", user_tier="premium")  # same models, no ceiling, a dearer objective: not narrower
         assert c.info().index_version
     time.sleep(0.3)
     recs = [json.loads(line) for line in env.audit.read_text().splitlines()]
     rec = next(r for r in recs if r.get("request_id") == "auth-1")
     assert (rec["key_id"], rec["tenant"], rec["tier"]) == (env.full_entry.id, "acme", "standard")
+    assert rec["policy_version"] and rec["tier_applied"] == "standard" and isinstance(rec["rules"], list)
+    narrowed = next(r for r in recs if r.get("request_id") == "narrowed")
+    assert (narrowed["tier"], narrowed["tier_applied"]) == ("free", "free")
     denied = [r for r in recs if r["kind"] == "denied"]
     assert denied and all(env.full not in json.dumps(r) for r in recs)
 

@@ -38,6 +38,9 @@ from .encoder import META_FILE, MODEL_FILE, TOKENIZER_FILE, Encoder, file_sha256
 from .errors import BundleError
 from .heads import LogisticHead, fit_head
 from .index import VectorIndex, choose_factory
+from .policy.compile import policy_doc
+from .policy.schema import PolicySpec
+from .policy.types import Candidate
 from .routes import Defaults, ModelSpec, RouteSet
 from .scoring import RouteTable
 
@@ -66,6 +69,15 @@ class Bundle:
     models: dict[str, ModelSpec]
     head: LogisticHead | None = None
     confidence: ConfidenceModel | None = None
+    policy: PolicySpec | None = None  # None: the route files declare no policy
+
+    def route_candidates(self) -> dict[str, tuple[Candidate, ...]]:
+        """Each route's candidate models (a bundle built before candidates existed: its one model)."""
+        return {r["name"]: _candidates(r.get("candidates"), r["model"]) for r in self.routes["routes"]}
+
+    def fallback_candidates(self) -> tuple[Candidate, ...]:
+        return _candidates(self.routes.get("fallback_candidates"), self.routes["fallback_model"])
+
 
     @property
     def version(self) -> str:
@@ -74,6 +86,12 @@ class Bundle:
     @property
     def encoder_dir(self) -> Path:
         return self.path / ENCODER_DIR
+
+
+def _candidates(listed: list[dict[str, Any]] | None, model: str) -> tuple[Candidate, ...]:
+    if not listed:
+        return (Candidate(model),)
+    return tuple(Candidate(c["model"], c.get("quality")) for c in listed)
 
 
 def _utterance_rows(rs: RouteSet) -> list[dict[str, Any]]:
@@ -153,7 +171,9 @@ def build_bundle(
 
     routes_doc: dict[str, Any] = {
         "fallback_model": routeset.fallback_model,
+        "fallback_candidates": [{"model": c.model, "quality": c.quality} for c in routeset.fallback_candidates],
         "models": {k: v.model_dump() for k, v in routeset.models.items()},
+        "policy": policy_doc(routeset.policy) if routeset.policy is not None else None,
         "defaults": routeset.defaults.model_dump(),
         "routes": [
             {
@@ -165,6 +185,7 @@ def build_bundle(
                 "metadata": r.metadata,
                 "n_utterances": len(r.utterances),
                 "n_negative": len(r.negative_utterances),
+                "candidates": [{"model": c.model, "quality": c.quality} for c in r.candidates],
             }
             for r in routeset.routes
         ],
@@ -286,6 +307,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
     try:
         defaults = Defaults.model_validate(routes["defaults"])
         models = {k: ModelSpec.model_validate(v) for k, v in routes["models"].items()}
+        policy = PolicySpec.model_validate(routes["policy"]) if routes.get("policy") is not None else None
     except Exception as e:  # pydantic.ValidationError; a bundle is machine-written, so this is corruption
         raise BundleError(f"{path}: invalid route table ({e}); rebuild it") from e
     return Bundle(
@@ -299,6 +321,7 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         models=models,
         head=head,
         confidence=confidence,
+        policy=policy,
     )
 
 

@@ -58,6 +58,8 @@ def validate(routes: Sequence[Path]) -> None:
     from .routes import load_routes
 
     rs = load_routes(routes)
+    for w in rs.warnings:
+        click.echo(w, err=True)
     n = sum(len(r.utterances) for r in rs.routes)
     click.echo(
         f"ok: {len(rs.routes)} routes, {n} utterances, {len(rs.models)} models, fallback {rs.fallback_model} "
@@ -120,6 +122,8 @@ def build_index(
 
     t0 = time.perf_counter()
     rs = load_routes(routes)  # validate before any expensive work
+    for w in rs.warnings:
+        click.echo(w, err=True)
     enc_dir = _resolve_encoder(encoder, model)
     enc = OnnxEncoder(enc_dir, threads=threads)
     total = sum(len(r.utterances) + len(r.negative_utterances) for r in rs.routes) + len(rs.fallback_utterances)
@@ -131,6 +135,59 @@ def build_index(
     )
 
 
+_POLICY_OPTIONS = [
+    click.option("--tenant", default="", help="Tenant the request is for (policy rules may read it)."),
+    click.option("--tier", default="", help="User tier (must be declared by the policy, unless it has a default)."),
+    click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A request label (repeatable)."),
+    click.option("--max-cost", type=float, help="Tighten the tier's cost ceiling for these requests."),
+    click.option("--quality-floor", type=float, help="Raise the tier's quality floor for these requests."),
+    click.option("--objective", type=click.Choice(["quality", "cheapest", "blend"]), help="Objective to use."),
+    click.option("--no-policy", is_flag=True, help="The semantic step alone (in-process only)."),
+]
+
+
+def _policy_options(fn: F) -> F:
+    for opt in reversed(_POLICY_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def _decide(
+    items: list[str], index_dir: Path | None, server: str | None, top: int, neighbours: int, opts: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Decisions as dicts, in-process or from a server, with the policy options applied."""
+    from .errors import RequestError
+    from .policy.requests import check_labels, check_policy_options, parse_label
+
+    if (index_dir is None) == (server is None):
+        raise RequestError("--index/--server", "give exactly one of --index DIR or --server HOST:PORT")
+    labels = dict(parse_label(x) for x in opts["labels"])
+    check_labels("--label", labels)
+    check_policy_options("--", opts["max_cost"], opts["quality_floor"], opts["objective"])
+    if server is not None:
+        if opts["no_policy"]:
+            raise RequestError("--no-policy", "works in-process only (--index); a server always applies its policy")
+        import grpc
+
+        from .client import PolicyOptions, RouterClient
+
+        creds = grpc.ssl_channel_credentials(opts["tls_ca"].read_bytes()) if opts["tls_ca"] else None
+        with RouterClient(server, api_key=opts["api_key"], credentials=creds) as client:
+            return [d.to_dict() for d in client.route_batch(
+                items, tenant=opts["tenant"], user_tier=opts["tier"], labels=labels, top_scores=top,
+                top_neighbours=neighbours,
+                policy=PolicyOptions(opts["max_cost"], opts["quality_floor"], opts["objective"]),
+            )]
+    from .policy.types import RequestContext
+    from .router import Router
+
+    router = Router.load(index_dir)  # type: ignore[arg-type]
+    ctx = RequestContext(tenant=opts["tenant"], tier=opts["tier"], labels=labels, max_cost=opts["max_cost"],
+                         quality_floor=opts["quality_floor"], objective=opts["objective"])
+    return [d.to_dict() for d in router.route_batch(items, contexts=[ctx] * len(items), top_scores=top,
+                                                   top_neighbours=neighbours, policy=not opts["no_policy"])]
+
+
 @main.command()
 @click.argument("texts", nargs=-1)
 @click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Bundle directory (in-process).")
@@ -138,39 +195,40 @@ def build_index(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--top", type=int, default=5, show_default=True, help="Route scores to show.")
 @click.option("--neighbours", type=int, default=3, show_default=True, help="Nearest utterances to show.")
+@_policy_options
 @click.option("--api-key", envvar="SEMROUTE_API_KEY", help="API key for a server with --keys (env SEMROUTE_API_KEY).")
 @click.option("--tls-ca", type=click.Path(path_type=Path), help="CA (PEM) to trust for a TLS server.")
 @_errors
 def route(
     texts: Sequence[str], index_dir: Path | None, server: str | None, as_json: bool, top: int, neighbours: int,
-    api_key: str | None, tls_ca: Path | None,
+    **opts: Any,
 ) -> None:
     """Route TEXT... (or lines of stdin when no TEXT is given) and print one decision per text."""
     from .errors import RequestError
 
-    if (index_dir is None) == (server is None):
-        raise RequestError("--index/--server", "give exactly one of --index DIR or --server HOST:PORT")
     items = list(texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not items:
         raise RequestError("text", "no text given; pass TEXT arguments or lines on stdin")
-    if server is not None:
-        import grpc
-
-        from .client import RouterClient
-
-        creds = grpc.ssl_channel_credentials(tls_ca.read_bytes()) if tls_ca else None
-        with RouterClient(server, api_key=api_key, credentials=creds) as client:
-            decisions = [d.to_dict() for d in client.route_batch(items, top_scores=top, top_neighbours=neighbours)]
-    else:
-        from .router import Router
-
-        router = Router.load(index_dir)  # type: ignore[arg-type]
-        decisions = [d.to_dict() for d in router.route_batch(items, top_scores=top, top_neighbours=neighbours)]
+    decisions = _decide(items, index_dir, server, top, neighbours, opts)
     for text, d in zip(items, decisions, strict=True):
         if as_json:
             click.echo(json.dumps({"text": text, **d}, ensure_ascii=False))
         else:
             _print_decision(text, d)
+
+
+@main.command()
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Bundle directory (in-process).")
+@click.option("--server", help="HOST:PORT of a running 'semroute serve'.")
+@_policy_options
+@_errors
+def explain(texts: Sequence[str], index_dir: Path | None, server: str | None, **opts: Any) -> None:
+    """Print how the policy decided for each TEXT: rules fired, constraints, candidates, objective."""
+    from .policy.explain import render
+
+    for text, d in zip(texts, _decide(list(texts), index_dir, server, 5, 3, opts), strict=True):
+        click.echo(render(text, d))
 
 
 def _print_decision(text: str, d: dict[str, Any]) -> None:
@@ -183,6 +241,11 @@ def _print_decision(text: str, d: dict[str, Any]) -> None:
     )
     others = ", ".join(f"{s['route']}={s['score']:.3f}" for s in d["scores"])
     click.echo(f"  scores: {others}")
+    if d.get("policy_version"):
+        cost = d["estimated_cost"]
+        click.echo(f"  policy: tier={d['tier'] or '-'}  objective={d['objective']}  "
+                   f"cost={cost:.6g}  pii={','.join(d['pii_kinds']) or '-'}"
+                   + (f"  rule={d['rule']}" if d["rule"] else ""))
 
 
 @main.command("eval")
@@ -190,9 +253,14 @@ def _print_decision(text: str, d: dict[str, Any]) -> None:
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Labelled JSONL (route: null = fallback).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with every metric.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write report.md and PNG plots to this directory.")
+@click.option("--tier", "tiers", multiple=True,
+              help="Evaluate the policy with every query in this tier (repeatable; default: each line's metadata).")
+@click.option("--each-tier", is_flag=True, help="Evaluate the policy once per declared tier.")
 @_errors
-def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) -> None:
-    """Evaluate a bundle on labelled data: accuracy, fallback precision/recall, per-route F1, cost, latency."""
+def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None, tiers: Sequence[str],
+             each_tier: bool) -> None:
+    """Evaluate a bundle on labelled data: accuracy, fallback precision/recall, per-route F1, cost, latency, and
+    the routing policy on vs off (cost by tier)."""
     from .evaluation import cost_inputs, evaluate, sweep
     from .labelled import load_labelled
     from .router import Router
@@ -201,6 +269,10 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) ->
     labelled = load_labelled(data, known_routes=router.bundle.table.names)
     m, scored = evaluate(router, labelled.examples)
     m["data"] = {"path": str(data), "sha256": labelled.sha256}
+    from .policy.evaluate import policy_side_by_side
+
+    run_tiers = list(router.policy.spec.tiers) if each_tier and router.policy is not None else list(tiers)
+    m["policy"] = policy_side_by_side(router, labelled.examples, run_tiers or None)
     if report is not None:
         from .report import write_report
 
@@ -214,6 +286,15 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) ->
     if "cost" in m:
         click.echo(f"cost vs all-fallback: {m['cost']['ratio']:.1%} ({m['cost']['assumption']})")
     click.echo(f"decision latency: median {m['latency']['median_ms']:.2f} ms, p99 {m['latency']['p99_ms']:.2f} ms")
+    p = m["policy"]
+    if not p["policy_version"]:
+        return
+    click.echo(f"policy {p['policy_version']}: cost on {p['on']['cost']:.6g} vs off {p['off']['cost']:.6g}, "
+               f"{p['on']['denied']} denied ({p['assumption']})")
+    for name, row in p["by_tier"].items():
+        click.echo(f"  tier {name}: n={row['n']}  cost on/off {row['cost_on']:.6g}/{row['cost_off']:.6g} "
+                   f"({row['cost_ratio']:.1%})  denied={row['denied']}  model changed={row['changed']}  "
+                   f"models {row['models_on']}")
 
 
 @main.command()

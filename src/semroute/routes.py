@@ -23,6 +23,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .policy.schema import PolicySpec
+from .policy.types import Candidate
 
 Aggregation = Literal["max", "mean_topk"]
 ScorerKind = Literal["knn", "logistic"]
@@ -36,16 +38,34 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """A model routes may name, with what a decision needs to know about it (its price)."""
+    """A model routes may name, with what a decision needs to know about it: its price, and the attributes the
+    policy reads (docs/policy.md)."""
 
     cost_per_1k_input: Annotated[float, Field(ge=0)] = 0.0
     cost_per_1k_output: Annotated[float, Field(ge=0)] = 0.0
     description: str | None = None
+    deployment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")] | None = None  # e.g. on_prem, cloud
+    tags: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]] = Field(default_factory=list)
+    context_window: Annotated[int, Field(ge=1)] | None = None  # tokens, input + output
+    latency_ms: Annotated[float, Field(ge=0)] | None = None  # declared p50, a prior until latency is observed
+    quality: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # default quality estimate in [0, 1]
 
-    @field_validator("cost_per_1k_input", "cost_per_1k_output", mode="before")
+    @field_validator("cost_per_1k_input", "cost_per_1k_output", "latency_ms", "quality", mode="before")
     @classmethod
     def _int_is_float(cls, v: Any) -> Any:
         # strict mode refuses ints for floats; `cost: 0` is a perfectly good price.
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class CandidateSpec(_Strict):
+    """One candidate model of a route, with the route's quality estimate for it."""
+
+    model: str
+    quality: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+
+    @field_validator("quality", mode="before")
+    @classmethod
+    def _int_is_float(cls, v: Any) -> Any:
         return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
@@ -53,6 +73,8 @@ class Fallback(_Strict):
     """The model for queries no route is confident about, and optional examples of such queries."""
 
     model: str
+    # optional: models the policy may choose among for fallback queries; 'model' is the first when omitted
+    candidates: list[str | CandidateSpec] | None = None
     # out-of-scope examples: queries that must not be routed. They train the learned scorer's "none of these
     # routes" class, and a query whose nearest example is one of them falls back (reason negative_match).
     utterances: list[str] = Field(default_factory=list)
@@ -84,7 +106,8 @@ class RouteSpec(_Strict):
     """One route: a named destination model with example utterances."""
 
     name: str
-    model: str
+    model: str | None = None  # one model, or:
+    candidates: list[str | CandidateSpec] | None = None  # ordered candidates (the policy chooses among them)
     description: str | None = None
     threshold: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     tier: str | None = None
@@ -103,6 +126,7 @@ class RouteFileModel(_Strict):
     fallback: Fallback | None = None
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     defaults: Defaults | None = None
+    policy: PolicySpec | None = None
     routes: list[RouteSpec] = Field(default_factory=list)
 
 
@@ -111,13 +135,14 @@ class Route:
     """A validated route, with its effective threshold."""
 
     name: str
-    model: str
+    model: str  # the first candidate
     threshold: float
     utterances: tuple[str, ...]
     negative_utterances: tuple[str, ...] = ()
     description: str | None = None
     tier: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    candidates: tuple[Candidate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +155,9 @@ class RouteSet:
     routes: tuple[Route, ...]
     sources: dict[str, str]  # file path -> sha256 of its bytes
     fallback_utterances: tuple[str, ...] = ()
+    fallback_candidates: tuple[Candidate, ...] = ()
+    policy: PolicySpec | None = None  # None: no policy section anywhere (no policy step at all)
+    warnings: tuple[str, ...] = ()  # file:line: field: message lines (e.g. a shadowed rule)
 
     def route(self, name: str) -> Route:
         for r in self.routes:
@@ -188,6 +216,7 @@ _ALLOWED = {
     "defaults": list(Defaults.model_fields),
     "fallback": list(Fallback.model_fields),
     "models": list(ModelSpec.model_fields),
+    "policy": list(PolicySpec.model_fields),
 }
 
 
@@ -206,8 +235,14 @@ def _hint_for(err_type: str, loc: Sequence[str | int]) -> str:
         return "give the route at least one example utterance (20+ route real traffic well)"
     if err_type == "literal_error" and last == "version":
         return "set 'version: 1'"
+    if err_type in ("greater_than_equal", "less_than_equal") and "weights" in loc:
+        return "weights are >= 0, and at least one is positive"
+    if err_type in ("greater_than_equal", "less_than_equal") and last in ("quality", "quality_floor"):
+        return "qualities are estimates between 0 and 1"
     if err_type in ("greater_than_equal", "less_than_equal"):
-        return "thresholds are cosine similarities between 0 and 1; costs must be >= 0"
+        return "thresholds are cosine similarities between 0 and 1; costs, weights and sizes must be >= 0"
+    if _section(loc) == "policy" or "candidates" in loc:
+        return "see the policy format in docs/policy.md"
     return "see the route-file format in the README"
 
 
@@ -245,9 +280,10 @@ def _read_one(path: Path) -> tuple[RouteFileModel, _Located]:
         model = RouteFileModel.model_validate(data)
     except ValidationError as e:
         # a misspelt key also shows up as a missing one: report the misspelling, it is the cause
-        errors = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
+        # A union ("str | CandidateSpec") reports one error per member: the deepest is the one the user meant.
+        errors = sorted(e.errors(), key=lambda x: (x["type"] != "extra_forbidden", -len(_clean_loc(x["loc"]))))
         err = errors[0]
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        loc = _clean_loc(err["loc"])
         # pydantic reports union members (e.g. "float") as loc parts; drop those that are not in the document.
         loc = _trim_loc(data, loc)
         msg = err["msg"]
@@ -264,6 +300,14 @@ def _read_one(path: Path) -> tuple[RouteFileModel, _Located]:
             hint=_hint_for(err["type"], loc),
         ) from None
     return model, located
+
+
+_UNION_TAG = re.compile(r"^(?:str|int|float|bool|list\[.*\]|dict\[.*\]|[A-Z][A-Za-z]*|function-.*)$")
+
+
+def _clean_loc(loc: Sequence[Any]) -> list[Any]:
+    """pydantic's loc without the union-member and validator tags it inserts (not keys of the document)."""
+    return [p for p in loc if not (isinstance(p, str) and _UNION_TAG.match(p))]
 
 
 def _trim_loc(data: Any, loc: Sequence[Any]) -> list[str | int]:
@@ -305,6 +349,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
     fallback_spec: Fallback | None = None
     defaults: Defaults | None = None
     defaults_at: Path | None = None
+    policy: tuple[PolicySpec, Path, _Located] | None = None
     models: dict[str, tuple[ModelSpec, Path]] = {}
     pending: list[tuple[RouteSpec, int, Path, _Located]] = []
     sources: dict[str, str] = {}
@@ -333,6 +378,13 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                     hint="declare defaults in exactly one file",
                 )
             defaults, defaults_at = rf.defaults, path
+        if rf.policy is not None:
+            if policy is not None:
+                raise ConfigError(
+                    f"policy is already declared in {policy[1]}", file=path, line=loc.line(["policy"]),
+                    field="policy", hint="declare the policy (tiers, rules) in exactly one file",
+                )
+            policy = (rf.policy, path, loc)
         for name, spec in rf.models.items():
             if not _NAME_RE.match(name):
                 raise ConfigError(
@@ -383,12 +435,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                 hint="route names must be unique across all files; rename one",
             )
         seen[r.name] = path
-        if r.model not in models:
-            raise ConfigError(
-                f"route '{r.name}' names model '{r.model}', which is not declared",
-                file=path, line=loc.line([*base, "model"]), field=f"routes[{i}].model",
-                hint=f"declare it under 'models' or use one of: {', '.join(sorted(models))}",
-            )
+        candidates = _candidates(r.model, r.candidates, models, path, loc, base, f"route '{r.name}'")
         clean: list[str] = []
         local: set[str] = set()
         for j, u in enumerate(r.utterances):
@@ -427,13 +474,14 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
         routes.append(
             Route(
                 name=r.name,
-                model=r.model,
+                model=candidates[0].model,
                 threshold=r.threshold if r.threshold is not None else defaults.threshold,
                 utterances=tuple(clean),
                 negative_utterances=tuple(negs),
                 description=r.description,
                 tier=r.tier,
                 metadata=dict(r.metadata),
+                candidates=candidates,
             )
         )
     if not routes:
@@ -455,11 +503,73 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                               hint="an example goes either to a route or to the fallback; remove it from one")
         if text not in fallback_examples:
             fallback_examples.append(text)
+    assert fallback_spec is not None
+    fb_candidates = _candidates(fallback_spec.model, fallback_spec.candidates, models, fallback[1], fallback[2],
+                                ["fallback"], "the fallback", both_ok=True)
+    if fb_candidates[0].model != fallback_spec.model:
+        raise ConfigError(
+            f"fallback model '{fallback_spec.model}' is not the first of its candidates", file=fallback[1],
+            line=fallback[2].line(["fallback", "candidates"]), field="fallback.candidates",
+            hint="list the fallback model first; the candidates after it are its alternatives",
+        )
+    model_specs = {k: v[0] for k, v in models.items()}
+    warnings: list[str] = []
+    policy_spec: PolicySpec | None = None
+    if policy is not None:
+        from .policy.compile import check_policy
+
+        policy_spec = policy[0]
+        warnings = check_policy(policy_spec, policy[1], policy[2].line, model_specs, routes, fb_candidates)
     return RouteSet(
         fallback_model=fallback[0],
-        models={k: v[0] for k, v in models.items()},
+        models=model_specs,
         defaults=defaults,
         routes=tuple(routes),
         sources=sources,
         fallback_utterances=tuple(fallback_examples),
+        fallback_candidates=fb_candidates,
+        policy=policy_spec,
+        warnings=tuple(warnings),
     )
+
+
+def _candidates(
+    model: str | None, listed: list[str | CandidateSpec] | None, models: dict[str, tuple[ModelSpec, Path]],
+    path: Path, loc: _Located, base: list[str | int], what: str, *, both_ok: bool = False,
+) -> tuple[Candidate, ...]:
+    """A route's (or the fallback's) candidates, checked: declared models, no repeats, not empty."""
+    where = _field_path(base)
+    if model is not None and listed is not None and not both_ok:
+        raise ConfigError(
+            f"{what} gives both 'model' and 'candidates'", file=path, line=loc.line([*base, "candidates"]),
+            field=f"{where}.candidates", hint="give one model, or an ordered list of candidates, not both",
+        )
+    if model is None and listed is None:
+        raise ConfigError(
+            f"{what} names no model", file=path, line=loc.line(base), field=f"{where}.model",
+            hint="add 'model: NAME' or 'candidates: [NAME, ...]'",
+        )
+    if listed is not None and not listed:
+        raise ConfigError(
+            f"{what} has an empty candidate list", file=path, line=loc.line([*base, "candidates"]),
+            field=f"{where}.candidates", hint="list at least one model, or use 'model: NAME'",
+        )
+    items: list[tuple[Candidate, list[str | int]]] = (
+        [(Candidate(c) if isinstance(c, str) else Candidate(c.model, c.quality), [*base, "candidates", j])
+         for j, c in enumerate(listed)]
+        if listed is not None else [(Candidate(model or ""), [*base, "model"])]
+    )
+    seen: set[str] = set()
+    for cand, at in items:
+        if cand.model not in models:
+            raise ConfigError(
+                f"{what} names model '{cand.model}', which is not declared", file=path, line=loc.line(at),
+                field=_field_path(at), hint=f"declare it under 'models' or use one of: {', '.join(sorted(models))}",
+            )
+        if cand.model in seen:
+            raise ConfigError(
+                f"{what} lists model '{cand.model}' twice", file=path, line=loc.line(at), field=_field_path(at),
+                hint="list each candidate once",
+            )
+        seen.add(cand.model)
+    return tuple(c for c, _ in items)

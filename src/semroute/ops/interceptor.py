@@ -7,9 +7,11 @@ The service never sees a request that failed a check, and never knows these feat
 reflection pass through untouched unless ``--auth-open`` leaves them out, and then need a key allowed to call
 them ("Health", "Reflection").
 
-Tiers with auth on: the tier comes from the key. A request that sends no tier gets the key's; a request that
-names a different tier is refused PERMISSION_DENIED, because "may only narrow" needs the tier order the policy
-layer defines (issue 11); until then refusing is the only answer that never widens. The same for the tenant.
+Tiers with auth on: the tier comes from the key. A request that sends no tier gets the key's. A request may
+name another tier only if it is strictly narrower under the serving bundle's policy: every model it allows, the
+key's tier allows too, its cost ceiling is no higher, and one of the two is smaller (``narrower``). Anything
+else, or any other tier when the policy declares no tiers, is PERMISSION_DENIED. A request may not name another
+tenant than its key's.
 """
 
 from __future__ import annotations
@@ -42,13 +44,33 @@ _RPC_OF_SERVICE = {"grpc.health.v1.Health": "Health", "grpc.reflection.v1alpha.S
                    "grpc.reflection.v1.ServerReflection": "Reflection"}
 
 
+def narrower(policy: Any, wanted: str, granted: str) -> bool:
+    """Whether tier ``wanted`` is strictly narrower than tier ``granted`` under ``policy`` (a PolicyEngine): its
+    allowed models are a subset and its cost ceiling no higher, and at least one of the two is smaller."""
+    tiers = policy.spec.tiers if policy is not None else {}
+    if wanted not in tiers or granted not in tiers:
+        return False
+    w, g = tiers[wanted], tiers[granted]
+    models = set(policy.models)
+
+    def allowed(t: Any) -> set[str]:
+        return (set(t.allow) if t.allow is not None else models) - set(t.exclude)
+
+    inf = float("inf")
+    wm, gm = allowed(w), allowed(g)
+    wc = w.max_cost if w.max_cost is not None else inf
+    gc = g.max_cost if g.max_cost is not None else inf
+    # strictly narrower: a tier granting the same models and ceiling but another objective (say quality instead
+    # of cheapest) would choose dearer models than the key was given, so it is not a narrowing
+    return wm <= gm and wc <= gc and (wm < gm or wc < gc)
+
+
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
 def decision_record(d: pb.Decision) -> dict[str, Any]:
-    """The audit fields one decision contributes. Policy fields (rules fired, tier applied, PII kinds, policy
-    version) join here from the Decision once the policy layer (issue 11) adds them to it."""
+    """The audit fields one decision contributes (the query text is added by the writer, per --audit-text)."""
     return {
         "bundle_version": d.index_version,
         "route": d.route if d.HasField("route") else None,
@@ -60,6 +82,14 @@ def decision_record(d: pb.Decision) -> dict[str, Any]:
         "margin": _finite(d.margin),
         "scores": {s.route: _finite(s.score) for s in d.scores},
         "truncated": d.truncated,
+        # the policy's part (empty when no policy ran): what fired, what was applied, what was found
+        "policy_version": d.policy_version or None,
+        "tier_applied": d.tier or None,
+        "rules": [t.subject for t in d.trace if t.kind == "rule fired"],
+        "rule": d.rule or None,
+        "pii_kinds": list(d.pii_kinds),
+        "objective": d.objective or None,
+        "estimated_cost": _finite(d.estimated_cost) if d.HasField("estimated_cost") else None,
     }
 
 
@@ -83,6 +113,7 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if "reflection" in open_services:
             self._open.add("grpc.reflection.v1.ServerReflection")
         self._handlers: dict[str, Any] = {}
+        self.get_router: Callable[[], Any] = lambda: None  # the serving Router, for its policy's tiers
 
     async def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]], details: grpc.HandlerCallDetails
@@ -114,11 +145,18 @@ class OpsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 raise PermissionDeniedError(f"API key {key.id} is bound to tenant {key.tenant!r}; the request "
                                             f"names tenant {md.tenant[:64]!r} (omit it, or use a key of that tenant)")
             if md.user_tier and md.user_tier != key.tier:
-                raise PermissionDeniedError(
-                    f"API key {key.id} is bound to tier {key.tier!r}; the request names tier {md.user_tier[:64]!r} "
-                    "(omit user_tier to use the key's tier; a different tier needs a key bound to it)")
+                if not narrower(self._policy(), md.user_tier, key.tier):
+                    raise PermissionDeniedError(
+                        f"API key {key.id} is bound to tier {key.tier!r}; the request names tier "
+                        f"{md.user_tier[:64]!r}, which is not narrower (a request may only narrow its tier: fewer "
+                        "models and no higher cost ceiling; omit user_tier to use the key's)")
+            else:
+                md.user_tier = key.tier
             md.tenant = key.tenant
-            md.user_tier = key.tier
+
+    def _policy(self) -> Any:
+        router = self.get_router()
+        return router.policy if router is not None else None
 
     async def _limit(self, key: ApiKey | None, request: Any) -> None:
         assert self._limiter is not None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,11 @@ class Ops:
         self.interceptors.append(OpsInterceptor(auth=auth, limiter=limiter, rate_by=config.rate_by,
                                                 audit=self.audit, tracing=self.tracing,
                                                 open_services=config.open_services))
+
+    def bind_router(self, get_router: Callable[[], Router]) -> None:
+        """Where the interceptor finds the serving bundle's policy (tiers, for narrowing a key's tier)."""
+        for i in self.interceptors:
+            i.get_router = get_router
 
     def load_router(self, path: Path, threads: int) -> Router:
         """Router.load, after checking the bundle's signature when trusted keys are configured. Runs on a worker

@@ -126,6 +126,7 @@ async def serve(
     # 1. load and warm: a bad (or, with --trusted-key, unsigned) bundle fails here, before a port is bound
     router = await asyncio.to_thread(ops.load_router, config.index, config.threads)
     holder = RouterHolder(router, config.index, config.threads, metrics, ops.load_router)
+    ops.bind_router(lambda: holder.current)
     batcher = MicroBatcher(
         lambda: holder.current,
         max_batch_size=config.max_batch_size,
