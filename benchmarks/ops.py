@@ -38,11 +38,11 @@ TEXTS = ["my card was charged twice this month", "write a python function to rev
          "solve 2x + 3 = 11", "summarize this meeting transcript for me", "hello there!"]
 
 
+_BUNDLE: list[Path] = [REPO / "bundle"]
+
+
 def _bundle() -> Path:
-    b = REPO / "bundle"
-    if (b / "manifest.json").is_file():
-        return b
-    return Path("/work/main/bundle")
+    return _BUNDLE[0]
 
 
 def _write(name: str, result: dict[str, Any], table: list[str]) -> None:
@@ -102,7 +102,7 @@ def overhead(calls: int, block: int = 100) -> dict[str, Any]:
     ratio = s["ops"]["median_ms"] / s["bare"]["median_ms"]
     return {"calls_each": calls, "block": block, "bare": s["bare"], "ops": s["ops"], "p50_ratio": ratio,
             "audit_records": audited, "loadavg": os.getloadavg(),
-            "command": f"python -m benchmarks.ops overhead --calls {calls}"}
+            "command": f"python -m benchmarks.ops overhead --calls {calls} --bundle BUNDLE"}
 
 
 # --- fuzz ------------------------------------------------------------------------------------------------------
@@ -251,7 +251,8 @@ def fuzz(requests: int, raw_share: float) -> dict[str, Any]:
             "tracebacks_in_log": stderr.count("Traceback"), "audit": {"records": s.records, "files": s.files,
                                                                       "gaps": s.gaps, "lost": s.lost},
             "elapsed_s": round(elapsed, 1), "loadavg": os.getloadavg(),
-            "command": f"python -m benchmarks.ops fuzz --requests {requests} --raw-share {raw_share}"}
+            "command": f"python -m benchmarks.ops fuzz --requests {requests} --raw-share {raw_share} --bundle BUNDLE",
+            "bundle_has_policy": "policy" in json.loads((_bundle() / "routes.json").read_text())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,7 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     f = sub.add_parser("fuzz")
     f.add_argument("--requests", type=int, default=100_000)
     f.add_argument("--raw-share", type=float, default=0.05, help="share sent as mutated raw bytes")
+    for p in (o, f):
+        p.add_argument("--bundle", type=Path, default=REPO / "bundle",
+                       help="bundle to serve (build it with: semroute build-index routes --out DIR)")
     ns = ap.parse_args(argv)
+    _BUNDLE[0] = ns.bundle
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     m = machine()
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
