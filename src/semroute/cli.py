@@ -1,7 +1,7 @@
 """The ``semroute`` command: parse, call, print, and turn errors into one-line messages and exit codes.
 
 Heavy modules (onnxruntime, faiss, grpc server, torch) are imported inside commands, so ``semroute --help`` is fast.
-Every option can also be set from the environment as ``SEMROUTE_<OPTION>`` (e.g. ``SEMROUTE_PORT``).
+Every option can also be set from the environment as ``SEMROUTE_<OPTION>`` (e.g. ``SEMROUTE_PORT``; see _envvars.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ._envvars import EnvGroup
 from .errors import SemrouteError, exit_code
 from .ops.commands import COMMANDS, ops_options, pop_ops_config
 
@@ -36,7 +37,7 @@ def _errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"auto_envvar_prefix": "SEMROUTE", "help_option_names": ["-h", "--help"]})
+@click.group(cls=EnvGroup, context_settings={"auto_envvar_prefix": "SEMROUTE", "help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="semroute")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -246,6 +247,9 @@ def _print_decision(text: str, d: dict[str, Any]) -> None:
         click.echo(f"  policy: tier={d['tier'] or '-'}  objective={d['objective']}  "
                    f"cost={cost:.6g}  pii={','.join(d['pii_kinds']) or '-'}"
                    + (f"  rule={d['rule']}" if d["rule"] else ""))
+    for n in d["neighbours"]:  # as many as --neighbours asked for
+        where = n["route"] or "fallback"
+        click.echo(f"  near: {n['similarity']:.3f} {where}{' (negative)' if n['negative'] else ''}  {n['text']!r}")
 
 
 @main.command("eval")
@@ -265,6 +269,10 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None, ti
     from .labelled import load_labelled
     from .router import Router
 
+    if report is not None:
+        from .report import require_matplotlib
+
+        require_matplotlib()  # before the evaluation runs, not after
     router = Router.load(index_dir)
     labelled = load_labelled(data, known_routes=router.bundle.table.names)
     m, scored = evaluate(router, labelled.examples)
@@ -276,7 +284,8 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None, ti
     if report is not None:
         from .report import write_report
 
-        path = write_report(report, m, sweep(scored, **cost_inputs(router)), title=f"semroute eval: {data.name}")
+        path = write_report(report, m, sweep(scored, **cost_inputs(router)), title=f"semroute eval: {data.name}",
+                            bundle_thresholds=router.bundle.table.thresholds.tolist())
         click.echo(f"wrote {path}", err=True)
     if as_json:
         click.echo(json.dumps(m))
@@ -310,11 +319,14 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None, ti
               help="Shrinkage towards the global threshold, in validation examples.")
 @click.option("--confidence/--no-confidence", default=True, show_default=True,
               help="Fit a confidence model (score, margin, kNN, head, nearest similarity) and threshold it.")
+@click.option("--force", is_flag=True, help="Replace --out if it already holds a bundle.")
 @_errors
 def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: float | None, oos_share: float | None,
-              prior: float, confidence: bool) -> None:
+              prior: float, confidence: bool, force: bool) -> None:
     """Fit per-route thresholds on validation data and write them as a new bundle version."""
-    from .bundle import derive_bundle
+    from .bundle import check_out_dir, derive_bundle
+
+    check_out_dir(out, force=force)
     from .calibration import calibrate as fit
     from .evaluation import score_examples
     from .labelled import load_labelled
@@ -346,10 +358,14 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
               help="Queued queries past which requests get RESOURCE_EXHAUSTED.")
 @click.option("--max-text-chars", default=10_000, show_default=True, help="Longest accepted query text.")
 @click.option("--max-batch-queries", default=256, show_default=True, help="Most queries in one RouteBatch call.")
-@click.option("--grace-period", default=10.0, show_default=True, help="Seconds to drain on SIGTERM/SIGINT.")
+@click.option("--grace-period", default=10.0, show_default=True,
+              help="Seconds to drain on SIGTERM/SIGINT; keep it below the orchestrator's termination grace period "
+              "(docs/operations.md).")
 @click.option("--watch/--no-watch", default=True, show_default=True,
               help="Reload when the bundle on disk changes (SIGHUP always reloads).")
 @click.option("--watch-interval", default=2.0, show_default=True, help="Seconds between bundle checks.")
+@click.option("--max-tenants", default=100, show_default=True,
+              help="Distinct tenants labelled in semroute_tenant_requests_total; later ones share '(other)'.")
 @ops_options
 @_errors
 def serve(index_dir: Path, **options: Any) -> None:

@@ -17,9 +17,10 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from ._text import CONTENTLESS, has_content
 from .bundle import Bundle, load_bundle
 from .encoder import Encoder, OnnxEncoder
-from .errors import BundleError, PolicyDeniedError, RequestError
+from .errors import BundleError, EncoderError, PolicyDeniedError, RequestError, SemrouteError
 from .policy.engine import PolicyEngine
 from .policy.types import NoRuntime, QualityPredictor, RequestContext, RuntimeSource
 from .scoring import Decision, Neighbour, Timings, decide, fallback_similarity, route_scores
@@ -35,6 +36,9 @@ class Router:
             raise BundleError(
                 f"{bundle.path}: encoder fingerprint {encoder.fingerprint[:12]} does not match the bundle; rebuild it"
             )
+        if encoder.dim != bundle.index.dim:
+            raise BundleError(f"{bundle.path}: the encoder makes {encoder.dim}-d vectors, the index holds "
+                              f"{bundle.index.dim}-d ones; rebuild the bundle")
         self.bundle = bundle
         self.encoder = encoder
         self._defaults = bundle.defaults
@@ -53,8 +57,27 @@ class Router:
 
         set_threads(threads)
         bundle = load_bundle(path)
-        router = cls(bundle, OnnxEncoder(bundle.encoder_dir, threads=threads))
+        try:
+            encoder = OnnxEncoder(bundle.encoder_dir, threads=threads)
+        except EncoderError as e:
+            raise BundleError(f"{path}: the bundle's encoder cannot be loaded ({e}); rebuild the bundle") from e
+        router = cls.checked(bundle, encoder)
         router.warm()
+        return router
+
+    @classmethod
+    def checked(cls, bundle: Bundle, encoder: Encoder) -> Router:
+        """A router over ``bundle`` that has routed a batch. A bundle whose files parse but do not fit together
+        (a head of the wrong shape, say) fails here as a BundleError, not on a user's request."""
+        try:
+            router = cls(bundle, encoder)  # compiles the bundle's policy, if any
+            # the semantic step: a policy rule may deny any text, which says nothing about the bundle
+            router.semantic_batch(["check the bundle", "a second query, so the batch path runs too"])
+        except SemrouteError:
+            raise
+        except Exception as e:  # numpy/FAISS/policy errors from content that passed load_bundle's checks
+            raise BundleError(f"{bundle.path}: the bundle loads but cannot route ({type(e).__name__}: {e}); "
+                              "rebuild it") from e
         return router
 
     def warm(self) -> None:
@@ -184,6 +207,8 @@ def _check_texts(texts: Sequence[str]) -> None:
     for i, t in enumerate(texts):
         if not t or not t.strip():
             raise RequestError(f"texts[{i}]" if len(texts) > 1 else "text", "is empty or only whitespace")
+        if not has_content(t):
+            raise RequestError(f"texts[{i}]" if len(texts) > 1 else "text", CONTENTLESS)
 
 
 class _Scored(NamedTuple):

@@ -30,6 +30,21 @@ Aggregation = Literal["max", "mean_topk"]
 ScorerKind = Literal["knn", "logistic"]
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+# Stated limits, checked at load so 'validate' refuses what 'build-index' could not build (docs/operations.md).
+# Routes: Info lists every route and scoring keeps per-route arrays; 1,000 is ~7x CLINC150's 150 intents.
+MAX_ROUTES = 1_000
+# Examples per route (positive + negative): past a few hundred a route gains little, and the index and the head
+# fit grow with every example.
+MAX_UTTERANCES_PER_ROUTE = 10_000
+# All vectors in one bundle: the largest index size benchmarked (benchmarks/index_scale.py).
+MAX_VECTORS = 1_000_000
+# One example's length: the encoder reads at most 256 tokens (~1,000 characters of English), so the rest of a
+# longer example would never be embedded.
+MAX_UTTERANCE_CHARS = 2_000
+# The learned head's fit holds a few (vectors x classes) float32 matrices and runs 300 full passes over them:
+# 20M cells is ~250 MB and minutes of fitting (CLINC150 is 2.3M). 20,000 routes would ask for 3+ GiB per matrix.
+MAX_HEAD_CELLS = 20_000_000
 _NAME_HINT = "use 1-64 characters: lowercase letters, digits, '_', '-', '.', starting with a letter or digit"
 
 
@@ -203,6 +218,35 @@ class _Located:
         return best
 
 
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_duplicate_keys(node: yaml.Node, at: list[str | int], file: Path) -> None:
+    """Refuse a mapping that repeats a key, at any depth: PyYAML keeps the last value silently, so a route with
+    ``threshold`` twice, or a file with two ``routes:`` lists, would build from whichever came second."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], int] = {}
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                if k.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' merges, it is not a key
+                    _check_duplicate_keys(v, at, file)
+                    continue
+                line = k.start_mark.line + 1
+                key = (k.tag, k.value)
+                if key in first:
+                    raise ConfigError(
+                        "duplicate key", file=file, line=line, field=_field_path([*at, k.value]),
+                        hint=f"'{k.value}' is already set at line {first[key]}; keep one of them",
+                    )
+                first[key] = line
+                _check_duplicate_keys(v, [*at, k.value], file)
+            else:
+                _check_duplicate_keys(v, at, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, [*at, i], file)
+
+
 def _field_path(path: Sequence[str | int]) -> str:
     out = ""
     for p in path:
@@ -256,8 +300,16 @@ def _read_one(path: Path) -> tuple[RouteFileModel, _Located]:
     except UnicodeDecodeError as e:
         raise ConfigError("file is not UTF-8 text", file=path, hint="save it as UTF-8") from e
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        # compose once, check the node tree for duplicate keys (PyYAML silently keeps the last), then construct
+        # from the same nodes; libyaml's parser when present (20x faster on large files)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _check_duplicate_keys(node, [], path)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         line = mark.line + 1 if mark is not None else None
@@ -386,9 +438,9 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                 )
             policy = (rf.policy, path, loc)
         for name, spec in rf.models.items():
-            if not _NAME_RE.match(name):
+            if not _NAME_RE.fullmatch(name):
                 raise ConfigError(
-                    f"invalid model name '{name}'", file=path, line=loc.line(["models", name]),
+                    f"invalid model name {name!r}", file=path, line=loc.line(["models", name]),
                     field=f"models.{name}", hint=_NAME_HINT,
                 )
             if name in models and models[name][0] != spec:
@@ -421,11 +473,23 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
     routes: list[Route] = []
     seen: dict[str, Path] = {}
     utterance_owner: dict[str, tuple[str, Path]] = {}
-    for r, i, path, loc in pending:
+    for n_route, (r, i, path, loc) in enumerate(pending):
         base: list[str | int] = ["routes", i]
-        if not _NAME_RE.match(r.name):
+        if n_route == MAX_ROUTES:
             raise ConfigError(
-                f"invalid route name '{r.name}'", file=path, line=loc.line([*base, "name"]),
+                f"more than {MAX_ROUTES} routes (the stated limit)", file=path, line=loc.line(base),
+                field=f"routes[{i}]", hint="merge related routes; see 'Limits' in docs/operations.md",
+            )
+        n_examples = len(r.utterances) + len(r.negative_utterances)
+        if n_examples > MAX_UTTERANCES_PER_ROUTE:
+            raise ConfigError(
+                f"route '{r.name}' has {n_examples} utterances and negative utterances; the limit is "
+                f"{MAX_UTTERANCES_PER_ROUTE}", file=path, line=loc.line([*base, "utterances"]),
+                field=f"routes[{i}].utterances", hint="keep the most representative examples",
+            )
+        if not _NAME_RE.fullmatch(r.name):
+            raise ConfigError(
+                f"invalid route name {r.name!r}", file=path, line=loc.line([*base, "name"]),
                 field=f"routes[{i}].name", hint=_NAME_HINT,
             )
         if r.name in seen:
@@ -445,6 +509,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                     "utterance is empty", file=path, line=loc.line([*base, "utterances", j]),
                     field=f"routes[{i}].utterances[{j}]", hint="remove it or write an example query",
                 )
+            _check_length(text, path, loc.line([*base, "utterances", j]), f"routes[{i}].utterances[{j}]")
             key = text.casefold()
             if key in local:
                 continue  # a repeat within one route changes nothing; keep the first
@@ -470,6 +535,8 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                     field=f"routes[{i}].negative_utterances[{j}]",
                     hint="remove it from one of the two lists",
                 )
+            _check_length(text, path, loc.line([*base, "negative_utterances", j]),
+                          f"routes[{i}].negative_utterances[{j}]")
             negs.append(text)
         routes.append(
             Route(
@@ -501,8 +568,10 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
             raise ConfigError(f"'{text}' is also an utterance of route '{owner[0]}' ({owner[1]})",
                               file=fallback[1], line=line, field=fld,
                               hint="an example goes either to a route or to the fallback; remove it from one")
+        _check_length(text, fallback[1], line, fld)
         if text not in fallback_examples:
             fallback_examples.append(text)
+    _check_totals(routes, fallback_examples, defaults, files[0], defaults_at)
     assert fallback_spec is not None
     fb_candidates = _candidates(fallback_spec.model, fallback_spec.candidates, models, fallback[1], fallback[2],
                                 ["fallback"], "the fallback", both_ok=True)
@@ -531,6 +600,39 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
         policy=policy_spec,
         warnings=tuple(warnings),
     )
+
+
+def _check_length(text: str, file: Path, line: int | None, field: str) -> None:
+    if len(text) > MAX_UTTERANCE_CHARS:
+        raise ConfigError(
+            f"utterance is {len(text)} characters; the limit is {MAX_UTTERANCE_CHARS}", file=file, line=line,
+            field=field, hint="the encoder reads only the first 256 tokens; keep examples to what a user types",
+        )
+
+
+def _check_totals(
+    routes: Sequence[Route], fallback_examples: Sequence[str], defaults: Defaults, first: Path,
+    defaults_at: Path | None,
+) -> None:
+    n = sum(len(r.utterances) + len(r.negative_utterances) for r in routes) + len(fallback_examples)
+    if n > MAX_VECTORS:
+        raise ConfigError(f"{n} utterances in all; the limit is {MAX_VECTORS}", file=first, field="routes",
+                          hint="split the routes into several bundles, or keep fewer examples per route")
+    if defaults.scorer == "logistic":
+        has_none = bool(fallback_examples) or any(r.negative_utterances for r in routes)
+        cells = head_cells(n, len(routes), has_none)
+        if cells > MAX_HEAD_CELLS:
+            raise ConfigError(
+                f"the logistic head would be fitted over {n} utterances x {len(routes) + has_none} classes "
+                f"= {cells:,} cells (limit {MAX_HEAD_CELLS:,}: about 250 MB and minutes of fitting)",
+                file=defaults_at or first, field="defaults.scorer",
+                hint="set 'defaults: {scorer: knn}', or use fewer routes or utterances",
+            )
+
+
+def head_cells(n_vectors: int, n_routes: int, has_none: bool) -> int:
+    """The size of each (vectors x classes) matrix the logistic head's fit holds."""
+    return n_vectors * (n_routes + (1 if has_none else 0))
 
 
 def _candidates(

@@ -71,7 +71,7 @@ def check_policy(
         _known([*base, "default_tier"], "tier", spec.default_tier, tier_names, c)
     for name, tier in spec.tiers.items():
         at = [*base, "tiers", name]
-        if not _NAME.match(name):
+        if not _NAME.fullmatch(name):
             raise c.fail(at, f"invalid tier name '{name}'", "use 1-64 lowercase letters, digits, '_', '-', '.'")
         for key, listed in (("allow", tier.allow or []), ("exclude", tier.exclude)):
             for j, m in enumerate(listed):
@@ -94,7 +94,7 @@ def check_policy(
     seen: dict[str, int] = {}
     for i, rule in enumerate(spec.rules):
         at = [*base, "rules", i]
-        if not _NAME.match(rule.name):
+        if not _NAME.fullmatch(rule.name):
             raise c.fail([*at, "name"], f"invalid rule name '{rule.name}'",
                          "use 1-64 lowercase letters, digits, '_', '-', '.'")
         if rule.name in seen:
@@ -131,7 +131,7 @@ def _check_condition(cond: Condition, at: list[str | int], c: _Checker, routes: 
             _known([*at, "pii", j], "PII kind", k, [*KINDS, *GROUPS], c)
     if cond.labels is not None:
         for k in cond.labels:
-            if not _LABEL_KEY.match(k):
+            if not _LABEL_KEY.fullmatch(k):
                 raise c.fail([*at, "labels", k], f"invalid label key '{k}'",
                              "label keys are 1-64 letters, digits, '_', '.', ':', '-'")
     for key in ("all", "any"):

@@ -22,7 +22,7 @@ def check_labels(field: str, labels: Mapping[str, str]) -> None:
     if len(labels) > MAX_LABELS:
         raise RequestError(field, f"has {len(labels)} labels; at most {MAX_LABELS}")
     for k, v in labels.items():
-        if not _KEY.match(k):
+        if not _KEY.fullmatch(k):
             raise RequestError(f"{field}[{k[:70]!r}]", "label keys are 1-64 letters, digits, '_', '.', ':', '-'")
         if len(v) > MAX_LABEL_VALUE or not v.isprintable():
             raise RequestError(f"{field}[{k}]", f"label values are at most {MAX_LABEL_VALUE} printable characters")

@@ -20,6 +20,7 @@ import grpc
 from .. import __version__
 from .._proto.semroute.v1 import router_pb2 as pb
 from .._proto.semroute.v1 import router_pb2_grpc as pb_grpc
+from .._text import CONTENTLESS, has_content
 from ..errors import DeadlineExceededError, PolicyDeniedError, RequestError, SemrouteError, grpc_status
 from ..policy.engine import PreResult
 from ..policy.requests import check_labels, check_policy_options
@@ -32,7 +33,7 @@ from .metrics import Metrics
 
 log = logging.getLogger("semroute.server")
 
-_LABEL = re.compile(r"^[A-Za-z0-9_.:\-]{0,64}$")
+_LABEL = re.compile(r"[A-Za-z0-9_.:\-]{0,64}")  # fullmatch: '$' would also match before a final newline
 _MAX_TOP = 100
 T = TypeVar("T")
 _REASON_NAME = {r: pb.Reason.Name(v) for r, v in REASON_TO_PB.items()}
@@ -51,12 +52,14 @@ def _check_text(field: str, text: str, limit: int) -> None:
         raise RequestError(
             field, f"is {len(text)} characters; the limit is {limit} (server flag --max-text-chars)"
         )
+    if not has_content(text):  # after the length check: it may read every character
+        raise RequestError(field, f"{CONTENTLESS}; send the user's query text")
 
 
 def _check_metadata(field: str, md: pb.RequestMetadata) -> None:
     for name in ("tenant", "user_tier"):
         value = getattr(md, name)
-        if not _LABEL.match(value):
+        if not _LABEL.fullmatch(value):
             raise RequestError(f"{field}.{name}", "must be 0-64 characters of letters, digits, '_', '.', ':', '-'")
     if len(md.request_id) > 128 or not md.request_id.isprintable():
         raise RequestError(f"{field}.request_id", "must be at most 128 printable characters")
@@ -203,6 +206,7 @@ class RouterService(pb_grpc.RouterServicer):
         async def run() -> pb.RouteResponse:
             _check_text("text", request.text, self._limits.max_text_chars)
             _check_metadata("metadata", request.metadata)
+            self._metrics.tenants.count(request.metadata)
             (d,) = await self._decide([request.text], [request.metadata], request.options, received, context, [""])
             return pb.RouteResponse(decision=d, request_id=request.metadata.request_id)
 
@@ -225,6 +229,8 @@ class RouterService(pb_grpc.RouterServicer):
             for i, q in enumerate(request.queries):
                 _check_text(f"queries[{i}].text", q.text, self._limits.max_text_chars)
                 _check_metadata(f"queries[{i}].metadata", q.metadata)
+            for q in request.queries:
+                self._metrics.tenants.count(q.metadata)
             ds = await self._decide([q.text for q in request.queries], [q.metadata for q in request.queries],
                                     request.options, received, context, [f"queries[{i}]." for i in range(n)])
             return pb.RouteBatchResponse(decisions=ds)
