@@ -424,6 +424,7 @@ def derive_bundle(
         (tmp / ROUTES).write_text(json.dumps(routes, indent=1, ensure_ascii=False) + "\n")
         names = [n for n in source.manifest["files"] if n != CONFIDENCE]
         (tmp / CONFIDENCE).unlink(missing_ok=True)
+        (tmp / "signature.json").unlink(missing_ok=True)  # it vouched for the source; sign the new version anew
         if confidence is not None:
             (tmp / CONFIDENCE).write_text(json.dumps(confidence.to_dict(), indent=1) + "\n")
             names.append(CONFIDENCE)

@@ -14,12 +14,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import grpc
 
 from ._proto.semroute.v1 import router_pb2 as pb
 from ._proto.semroute.v1 import router_pb2_grpc as pb_grpc
-from .errors import BundleError, OverloadedError, PolicyDeniedError, RequestError, SemrouteError, UnavailableError
+from .errors import (
+    BundleError,
+    OverloadedError,
+    PermissionDeniedError,
+    PolicyDeniedError,
+    RequestError,
+    SemrouteError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from .scoring import Decision
 from .server.convert import decision_from_pb
 
@@ -32,13 +42,16 @@ def _error(e: grpc.RpcError) -> SemrouteError:
         field, _, msg = details.partition(": ")
         return RequestError(field, msg or details)
     if code == grpc.StatusCode.PERMISSION_DENIED:
-        return PolicyDeniedError(details)
+        # two causes share the status: the key (ops.interceptor, messages start "API key <id>") or the policy
+        return PermissionDeniedError(details) if details.startswith("API key ") else PolicyDeniedError(details)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return OverloadedError(details)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return UnavailableError(f"{code.name}: {details}")
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return BundleError(details)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return UnauthenticatedError(details)
     return SemrouteError(f"{code.name}: {details}")
 
 
@@ -104,11 +117,36 @@ class PolicyOptions:
     objective: str | None = None
 
 
-class RouterClient:
-    """Blocking client. ``timeout`` is the per-call deadline in seconds."""
+class _Sync(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._md = metadata
 
-    def __init__(self, target: str, *, timeout: float = _DEFAULT_TIMEOUT) -> None:
-        self._channel = grpc.insecure_channel(target)
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(details._replace(metadata=(*(details.metadata or ()), *self._md)), request)
+
+
+class _Async(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._md = metadata
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(details._replace(metadata=(*(details.metadata or ()), *self._md)), request)
+
+
+def _auth(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+class RouterClient:
+    """Blocking client. ``timeout`` is the per-call deadline in seconds; ``api_key`` is sent as
+    ``authorization: Bearer`` metadata; ``credentials`` (grpc.ssl_channel_credentials) make the channel TLS."""
+
+    def __init__(self, target: str, *, timeout: float = _DEFAULT_TIMEOUT, api_key: str | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        self._channel = (grpc.secure_channel(target, credentials) if credentials is not None
+                         else grpc.insecure_channel(target))
+        if api_key:
+            self._channel = grpc.intercept_channel(self._channel, _Sync(_auth(api_key)))
         self._stub = pb_grpc.RouterStub(self._channel)  # type: ignore[no-untyped-call]
         self.timeout = timeout
 
@@ -175,8 +213,11 @@ class RouterClient:
 class AsyncRouterClient:
     """asyncio client; one channel shared by all calls (HTTP/2 multiplexes them)."""
 
-    def __init__(self, target: str, *, timeout: float = _DEFAULT_TIMEOUT) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, *, timeout: float = _DEFAULT_TIMEOUT, api_key: str | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        interceptors = [_Async(_auth(api_key))] if api_key else None
+        self._channel = (grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
+                         if credentials is not None else grpc.aio.insecure_channel(target, interceptors=interceptors))
         self._stub = pb_grpc.RouterStub(self._channel)  # type: ignore[no-untyped-call]
         self.timeout = timeout
 
