@@ -245,6 +245,43 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
                f"confidence model {cal.details['confidence']}")
 
 
+@main.command("fit-quality")
+@click.option("--index", "index_dir", required=True, type=click.Path(path_type=Path), help="Source bundle.")
+@click.option("--outcomes", required=True, type=click.Path(path_type=Path),
+              help="Outcome JSONL: {\"text\": ..., \"outcomes\": {\"model\": score in [0, 1]}} per line.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New bundle directory to write.")
+@click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True,
+              help="Cross-validation folds for choosing the settings and calibrating.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Fold assignment and k-means seed.")
+@click.option("--threads", type=int, default=2, show_default=True, help="Encoder threads while embedding.")
+@_errors
+def fit_quality(index_dir: Path, outcomes: Path, out: Path, folds: int, seed: int, threads: int) -> None:
+    """Fit a per-model quality predictor on outcomes and write it as a new bundle version."""
+    from .quality.commands import fit_quality_command
+
+    click.echo(fit_quality_command(index_dir, outcomes, out, folds=folds, seed=seed, threads=threads))
+
+
+@main.command("eval-cost")
+@click.option("--index", "index_dir", required=True, type=click.Path(path_type=Path),
+              help="Bundle with a quality predictor.")
+@click.option("--outcomes", required=True, type=click.Path(path_type=Path), help="Held-out outcome JSONL.")
+@click.option("--weak", help="The cheap model (default: the cheapest by declared price).")
+@click.option("--strong", help="The expensive model (default: the dearest by declared price).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with every measure.")
+@click.option("--report", type=click.Path(path_type=Path), help="Write report.md and PNG plots to this directory.")
+@_errors
+def eval_cost(index_dir: Path, outcomes: Path, weak: str | None, strong: str | None, as_json: bool,
+              report: Path | None) -> None:
+    """Quality against cost of routing by predicted quality: APGR, CPT(50/80/95%), AIQ, reliability."""
+    from .quality.commands import eval_cost_command
+
+    m, text = eval_cost_command(index_dir, outcomes, weak=weak, strong=strong, report=report)
+    if report is not None:
+        click.echo(f"wrote {report / 'report.md'}", err=True)
+    click.echo(json.dumps(m) if as_json else text)
+
+
 @main.command()
 @click.option("--index", "index_dir", required=True, type=click.Path(path_type=Path), help="Bundle directory.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 in containers).")

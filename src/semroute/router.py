@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -36,6 +37,10 @@ class Router:
         self.bundle = bundle
         self.encoder = encoder
         self._defaults = bundle.defaults
+        from .quality.store import load_quality
+
+        self.quality = load_quality(bundle)  # per-model quality predictor (semroute fit-quality), or None
+        self._quality_cost = {m: request_cost(bundle, m) for m in (self.quality.models if self.quality else [])}
 
     @classmethod
     def load(cls, path: str | Path, *, threads: int = 1) -> Router:
@@ -63,8 +68,11 @@ class Router:
         return self.route_batch([text], top_scores=top_scores, top_neighbours=top_neighbours)[0]
 
     def route_batch(
-        self, texts: Sequence[str], *, top_scores: int = 5, top_neighbours: int = 3
+        self, texts: Sequence[str], *, top_scores: int = 5, top_neighbours: int = 3,
+        quality_targets: Sequence[float | None] | None = None,
     ) -> list[Decision]:
+        """Decisions for ``texts``. ``quality_targets`` (one per text, None for none): choose the cheapest model
+        whose predicted quality reaches the target instead of the route's model (needs a quality predictor)."""
         for i, t in enumerate(texts):
             if not t or not t.strip():
                 raise RequestError(f"texts[{i}]" if len(texts) > 1 else "text", "is empty or only whitespace")
@@ -99,6 +107,7 @@ class Router:
         if confidence is not None and with_signals:
             values = confidence.confidence([scored[q].signals for q in with_signals]).tolist()
             conf = dict(zip(with_signals, values, strict=True))
+        predicted = self.quality.predict(enc.vectors, texts) if self.quality is not None else None
         # the batch's shared work (search, head, scores, confidence) is charged to each query in equal shares
         search_ns = (t1 - t0) // n
         shared_score_ns = (time.perf_counter_ns() - t1) // n
@@ -120,7 +129,21 @@ class Router:
                 timings=Timings(tokenize_ns=tokenize_ns, encode_ns=encode_ns, search_ns=search_ns,
                                 score_ns=shared_score_ns + time.perf_counter_ns() - t2),
             ))
+        if predicted is not None:
+            out = [self._with_quality(d, predicted[q], quality_targets[q] if quality_targets else None)
+                   for q, d in enumerate(out)]
         return out
+
+    def _with_quality(self, d: Decision, predicted: npt.NDArray[np.float64], target: float | None) -> Decision:
+        from .quality.objective import cheapest_meeting
+
+        assert self.quality is not None
+        quality = dict(zip(self.quality.models, predicted.tolist(), strict=True))
+        if target is None:
+            return dataclasses.replace(d, predicted_quality=quality)
+        # candidates cheapest first, so equal costs keep the predictor's (alphabetical) order
+        choice = cheapest_meeting(self.quality.models, quality, self._quality_cost, target)
+        return dataclasses.replace(d, predicted_quality=quality, quality_target=target, model=choice.model)
 
     def _neighbour(self, row: int, similarity: float) -> Neighbour:
         table = self.bundle.table
@@ -158,6 +181,12 @@ def _signals(
     none = max(0.0, 1.0 - float(probs.sum())) if probs is not None else 0.0
     nearest = next((s for s, i in zip(sims.tolist(), ids.tolist(), strict=True) if i >= 0), 0.0)
     return (best_score, best_score - runner_up, float(knn[best]), head, nearest, none)
+
+
+def request_cost(bundle: Bundle, model: str) -> float:
+    """A typical request's price (500 input + 250 output tokens, as evaluation reports assume); 0 if undeclared."""
+    spec = bundle.models.get(model)
+    return 0.0 if spec is None else 0.5 * spec.cost_per_1k_input + 0.25 * spec.cost_per_1k_output
 
 
 __all__ = ["Router"]

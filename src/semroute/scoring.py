@@ -75,6 +75,9 @@ class Decision:
     timings: Timings = field(default_factory=Timings)
     # what a confidence model reads (confidence.SIGNALS); kept for calibration, not sent to clients
     signals: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    # predicted quality per model (bundle's quality predictor; empty without one), best-first order not implied
+    predicted_quality: dict[str, float] = field(default_factory=dict)
+    quality_target: float | None = None  # the request's target, when the model was chosen by predicted quality
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +103,8 @@ class Decision:
                 "score": self.timings.score_ns,
                 "queue": self.timings.queue_ns,
             },
+            "predicted_quality": {k: round(v, 6) for k, v in self.predicted_quality.items()},
+            "quality_target": self.quality_target,
         }
 
 

@@ -57,7 +57,7 @@ class OutcomeSet:
         return len(self.texts)
 
     def column(self, model: str) -> npt.NDArray[np.float64]:
-        return self.scores[:, self.models.index(model)]  # type: ignore[no-any-return]
+        return self.scores[:, self.models.index(model)]
 
 
 def _score(value: Any, where: str, model: str) -> float:

@@ -39,6 +39,10 @@ def decision_to_pb(d: Decision, *, total_ns: int = 0, batch_size: int = 1) -> pb
             batch_size=batch_size,
         ),
     )
+    if d.predicted_quality:
+        msg.predicted_quality.extend(pb.ModelQuality(model=k, quality=v) for k, v in d.predicted_quality.items())
+    if d.quality_target is not None:
+        msg.quality_target = d.quality_target
     if d.route is not None:
         msg.route = d.route
     if d.threshold is not None:
@@ -65,4 +69,6 @@ def decision_from_pb(msg: pb.Decision) -> Decision:
             tokenize_ns=t.tokenize_ns, encode_ns=t.encode_ns, search_ns=t.search_ns, score_ns=t.score_ns,
             queue_ns=t.queue_ns,
         ),
+        predicted_quality={q.model: q.quality for q in msg.predicted_quality},
+        quality_target=msg.quality_target if msg.HasField("quality_target") else None,
     )

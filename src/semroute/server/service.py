@@ -68,6 +68,18 @@ def _check_deadline(context: grpc.aio.ServicerContext, when: str) -> None:
         raise DeadlineExceededError(f"the request's deadline passed {when}")
 
 
+def _quality_target(opts: pb.RouteOptions, router: Router) -> float | None:
+    if not opts.HasField("quality_target"):
+        return None
+    q = opts.quality_target
+    if not 0.0 <= q <= 1.0:  # also refuses NaN
+        raise RequestError("options.quality_target", f"must be in [0, 1] (a predicted quality), got {q}")
+    if router.quality is None:
+        raise RequestError("options.quality_target", "this bundle has no quality predictor; fit one with "
+                           "'semroute fit-quality --outcomes FILE' or leave the option out")
+    return q
+
+
 def _options(opts: pb.RouteOptions) -> tuple[int, int]:
     top_s = opts.top_scores if opts.HasField("top_scores") else 5
     top_n = opts.top_neighbours if opts.HasField("top_neighbours") else 3
@@ -139,7 +151,8 @@ class RouterService(pb_grpc.RouterServicer):
     ) -> list[pb.Decision]:
         _check_deadline(context, "before it reached the encoder; nothing was encoded")
         top_s, top_n = _options(opts)
-        results = await self._batcher.submit_many(texts, top_s, top_n)
+        target = _quality_target(opts, self._get_router())
+        results = await self._batcher.submit_many(texts, top_s, top_n, target)
         total = time.perf_counter_ns() - received_ns
         out = [decision_to_pb(d, total_ns=total, batch_size=b) for d, b in results]
         # Metrics are bookkeeping, not part of the answer: record them after the response has been handed to

@@ -31,12 +31,14 @@ class RequestMetadata(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., user_tier: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class RouteOptions(_message.Message):
-    __slots__ = ("top_scores", "top_neighbours")
+    __slots__ = ("top_scores", "top_neighbours", "quality_target")
     TOP_SCORES_FIELD_NUMBER: _ClassVar[int]
     TOP_NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_TARGET_FIELD_NUMBER: _ClassVar[int]
     top_scores: int
     top_neighbours: int
-    def __init__(self, top_scores: _Optional[int] = ..., top_neighbours: _Optional[int] = ...) -> None: ...
+    quality_target: float
+    def __init__(self, top_scores: _Optional[int] = ..., top_neighbours: _Optional[int] = ..., quality_target: _Optional[float] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
     __slots__ = ("text", "metadata", "options")
@@ -102,8 +104,16 @@ class Timings(_message.Message):
     batch_size: int
     def __init__(self, queue_ns: _Optional[int] = ..., tokenize_ns: _Optional[int] = ..., encode_ns: _Optional[int] = ..., search_ns: _Optional[int] = ..., score_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
+class ModelQuality(_message.Message):
+    __slots__ = ("model", "quality")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    quality: float
+    def __init__(self, model: _Optional[str] = ..., quality: _Optional[float] = ...) -> None: ...
+
 class Decision(_message.Message):
-    __slots__ = ("route", "model", "score", "threshold", "fallback", "reason", "margin", "scores", "neighbours", "index_version", "truncated", "n_tokens", "timings")
+    __slots__ = ("route", "model", "score", "threshold", "fallback", "reason", "margin", "scores", "neighbours", "index_version", "truncated", "n_tokens", "timings", "predicted_quality", "quality_target")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +127,8 @@ class Decision(_message.Message):
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     N_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_TARGET_FIELD_NUMBER: _ClassVar[int]
     route: str
     model: str
     score: float
@@ -130,7 +142,9 @@ class Decision(_message.Message):
     truncated: bool
     n_tokens: int
     timings: Timings
-    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., fallback: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., margin: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[RouteScore, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., index_version: _Optional[str] = ..., truncated: _Optional[bool] = ..., n_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+    predicted_quality: _containers.RepeatedCompositeFieldContainer[ModelQuality]
+    quality_target: float
+    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., fallback: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., margin: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[RouteScore, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., index_version: _Optional[str] = ..., truncated: _Optional[bool] = ..., n_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., predicted_quality: _Optional[_Iterable[_Union[ModelQuality, _Mapping]]] = ..., quality_target: _Optional[float] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
     __slots__ = ("decision", "request_id")
