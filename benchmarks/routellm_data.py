@@ -25,7 +25,6 @@ from typing import Any
 from ._common import REPO
 
 
-
 def _default_src() -> Path:
     """``$SEMROUTE_ROUTELLM``, else ``shared/data/routellm`` beside the checkout (or beside its parent: worktrees)."""
     env = os.environ.get("SEMROUTE_ROUTELLM")

@@ -69,18 +69,17 @@ def kmeans(x: F64, c: int, *, seed: int = 0, iterations: int = 25) -> F64:
     return cent
 
 
-def fit_heads(x: F64, scores: F64, cent: F64, l2s: Sequence[float], *, min_cluster: int = 50) -> dict[float, F64]:
+def fit_heads(x: F64, scores: F64, cent: F64, l2s: Sequence[float], *, min_cluster: int = 50,
+              whole: dict[float, F64] | None = None) -> dict[float, F64]:
     """Heads (C, M, d + 1) per penalty. A cluster with fewer than ``min_cluster`` outcomes of a model uses the
-    head fitted on all prompts for that model."""
+    head fitted on all prompts for that model (``whole``: those heads, (M, d + 1) per penalty, if already fitted)."""
     c_n, m = len(cent), scores.shape[1]
     cl = assign(x[:, : x.shape[1] - N_TEXT_FEATURES], cent)
     out = {l2: np.zeros((c_n, m, x.shape[1] + 1)) for l2 in l2s}
-    whole = LogisticFitter(x)
-    for j in range(m):
-        seen = ~np.isnan(scores[:, j])
-        fitter = whole if seen.all() else LogisticFitter(x[seen])
-        for l2 in l2s:
-            out[l2][:, j] = fitter.fit(scores[seen, j], l2=l2)
+    if whole is None:
+        whole = fit_whole(x, scores, l2s)
+    for l2 in l2s:
+        out[l2][:] = whole[l2][None]
     if c_n > 1:
         for c in range(c_n):
             rows = cl == c
@@ -91,6 +90,19 @@ def fit_heads(x: F64, scores: F64, cent: F64, l2s: Sequence[float], *, min_clust
                 fitter = LogisticFitter(x[keep])
                 for l2 in l2s:
                     out[l2][c, j] = fitter.fit(scores[keep, j], l2=l2)
+    return out
+
+
+def fit_whole(x: F64, scores: F64, l2s: Sequence[float]) -> dict[float, F64]:
+    """One head per model on every prompt: (M, d + 1) per penalty."""
+    m = scores.shape[1]
+    out = {l2: np.zeros((m, x.shape[1] + 1)) for l2 in l2s}
+    fitter = LogisticFitter(x)
+    for j in range(m):
+        seen = ~np.isnan(scores[:, j])
+        f = fitter if seen.all() else LogisticFitter(x[seen])
+        for l2 in l2s:
+            out[l2][j] = f.fit(scores[seen, j], l2=l2)
     return out
 
 
@@ -156,9 +168,10 @@ def fit_predictor(
         for c in knn_cfgs:
             oof_knn[c][test] = knn_estimate(sims, ids, scores[train], prior, *c)
         if any(b > 0 for b in grid.blend):
+            whole = fit_whole(feats[train], scores[train], grid.l2)  # shared by every cluster count
             for clusters in grid.clusters:
                 cent = kmeans(x[train], clusters, seed=seed)
-                heads = fit_heads(feats[train], scores[train], cent, grid.l2)
+                heads = fit_heads(feats[train], scores[train], cent, grid.l2, whole=whole)
                 cl = assign(x[test], cent)
                 for l2 in grid.l2:
                     for j in range(m):

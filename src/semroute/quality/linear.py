@@ -42,7 +42,7 @@ class LogisticFitter:
             self._chol[l2] = np.linalg.cholesky(self.gram / 4 + np.diag(reg))
         return self._chol[l2]
 
-    def fit(self, y: F64, *, l2: float, iterations: int = 300, tol: float = 1e-6) -> F64:
+    def fit(self, y: F64, *, l2: float, iterations: int = 200, tol: float = 1e-5) -> F64:
         import scipy.linalg
 
         c = self._factor(l2)

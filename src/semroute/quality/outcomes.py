@@ -80,7 +80,8 @@ def load_outcomes(path: str | Path, *, known_models: Collection[str] | None = No
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from e
     try:
-        lines = raw.decode("utf-8").splitlines()
+        # "\n" only: str.splitlines() also splits on U+2028, U+0085 and others that JSON strings may hold raw
+        lines = [line.removesuffix("\r") for line in raw.decode("utf-8").split("\n")]
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     known = set(known_models) if known_models is not None else None
