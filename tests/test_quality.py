@@ -15,6 +15,7 @@ import grpc
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from server_harness import InProcessServer
 
 from semroute._proto.semroute.v1 import router_pb2 as pb
 from semroute._proto.semroute.v1 import router_pb2_grpc as pb_grpc
@@ -22,7 +23,6 @@ from semroute.cli import main
 from semroute.quality.metrics import reliability
 from semroute.quality.objective import best_within, cheapest_meeting
 from semroute.server import ServeConfig
-from server_harness import InProcessServer
 
 REPO = Path(__file__).resolve().parents[1]
 ROUTES = """
@@ -91,7 +91,7 @@ def test_bundle_records_and_hashes_the_predictor(quality_bundles: dict[str, Path
 
     shutil.copytree(quality_bundles["fitted"], tampered)
     (tampered / "quality" / "quality.json").write_text("{}")
-    with pytest.raises(BundleError, match="quality/quality.json does not match its hash"):
+    with pytest.raises(BundleError, match=r"quality/quality\.json does not match its hash"):
         load_bundle(tampered)
 
 

@@ -40,7 +40,8 @@ def test_loads_scores_missing_and_identical_duplicates(tmp_path: Path) -> None:
     ([{"text": "a", "outcomes": {"small": 1.5}}], "o.jsonl:1: outcomes.small: score 1.5 is outside [0, 1]"),
     ([{"text": "a", "outcomes": {"small": -0.1}}], "outside [0, 1]"),
     ([{"text": "a", "outcomes": {"small": "yes"}}], "o.jsonl:1: outcomes.small: score must be a number"),
-    ([{"text": "a", "outcomes": {"small": 1}}, {"text": "b", "outcomes": {}}], "o.jsonl:2: outcomes: must be a non-empty"),
+    ([{"text": "a", "outcomes": {"small": 1}}, {"text": "b", "outcomes": {}}],
+     "o.jsonl:2: outcomes: must be a non-empty"),
     ([{"text": "a", "outcomes": {"small": 1}}, {"text": "a", "outcomes": {"small": 0}}],
      "o.jsonl:2: this text repeats line 1 with different outcomes"),
     ([{"text": "", "outcomes": {"small": 1}}], "o.jsonl:1: text: must be a non-empty string"),
@@ -48,6 +49,7 @@ def test_loads_scores_missing_and_identical_duplicates(tmp_path: Path) -> None:
     ([{"text": "a", "outcomes": {"small": 1}, "label": 1}], "o.jsonl:1: unknown key(s) ['label']"),
     ([{"text": "a", "outcomes": {"small": 1}, "metadata": {"k": 1}}], "metadata: must be an object of string"),
     ([""], "no outcome lines"),
+    ([{"text": "a\u2028b", "outcomes": {"small": 1}}, "{oops"], "o.jsonl:2: not valid JSON"),  # U+2028 is no line end
 ])
 def test_bad_lines_name_file_and_line(tmp_path: Path, lines: list[object], message: str) -> None:
     p = _write(tmp_path, lines)
@@ -60,5 +62,5 @@ def test_bad_lines_name_file_and_line(tmp_path: Path, lines: list[object], messa
 def test_empty_file(tmp_path: Path) -> None:
     p = tmp_path / "empty.jsonl"
     p.write_text("")
-    with pytest.raises(DataError, match="empty.jsonl: no outcome lines"):
+    with pytest.raises(DataError, match=r"empty\.jsonl: no outcome lines"):
         load_outcomes(p)

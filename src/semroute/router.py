@@ -18,9 +18,12 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from ._text import CONTENTLESS, has_content
 from .bundle import Bundle, load_bundle
 from .encoder import Encoder, OnnxEncoder
-from .errors import BundleError, RequestError
+from .errors import BundleError, EncoderError, PolicyDeniedError, RequestError, SemrouteError
+from .policy.engine import PolicyEngine
+from .policy.types import NoRuntime, QualityPredictor, RequestContext, RuntimeSource
 from .scoring import Decision, Neighbour, Timings, decide, fallback_similarity, route_scores
 
 
@@ -34,13 +37,24 @@ class Router:
             raise BundleError(
                 f"{bundle.path}: encoder fingerprint {encoder.fingerprint[:12]} does not match the bundle; rebuild it"
             )
+        if encoder.dim != bundle.index.dim:
+            raise BundleError(f"{bundle.path}: the encoder makes {encoder.dim}-d vectors, the index holds "
+                              f"{bundle.index.dim}-d ones; rebuild the bundle")
         self.bundle = bundle
         self.encoder = encoder
         self._defaults = bundle.defaults
+        # None when the route files declare no policy: decisions are then the semantic step's alone, as before
+        # policies existed (no PII detection, no trace)
+        self.policy = (PolicyEngine(bundle.policy, bundle.models, bundle.route_candidates(),
+                                    bundle.fallback_candidates()) if bundle.policy is not None else None)
+        # plug-in point: runtime state (breakers, budgets, observed latency) for each request; none by default
+        self.runtime: RuntimeSource = NoRuntime()
+        # plug-in point: per-query predicted quality per model, read by the objective: the bundle's quality
+        # predictor (semroute fit-quality), if it has one
         from .quality.store import load_quality
 
-        self.quality = load_quality(bundle)  # per-model quality predictor (semroute fit-quality), or None
-        self._quality_cost = {m: request_cost(bundle, m) for m in (self.quality.models if self.quality else [])}
+        self.quality_predictor: QualityPredictor | None = load_quality(bundle)
+        self._quality_cost = {m: request_cost(bundle, m) for m in bundle.models}
 
     @classmethod
     def load(cls, path: str | Path, *, threads: int = 1) -> Router:
@@ -48,8 +62,27 @@ class Router:
 
         set_threads(threads)
         bundle = load_bundle(path)
-        router = cls(bundle, OnnxEncoder(bundle.encoder_dir, threads=threads))
+        try:
+            encoder = OnnxEncoder(bundle.encoder_dir, threads=threads)
+        except EncoderError as e:
+            raise BundleError(f"{path}: the bundle's encoder cannot be loaded ({e}); rebuild the bundle") from e
+        router = cls.checked(bundle, encoder)
         router.warm()
+        return router
+
+    @classmethod
+    def checked(cls, bundle: Bundle, encoder: Encoder) -> Router:
+        """A router over ``bundle`` that has routed a batch. A bundle whose files parse but do not fit together
+        (a head of the wrong shape, say) fails here as a BundleError, not on a user's request."""
+        try:
+            router = cls(bundle, encoder)  # compiles the bundle's policy, if any
+            # the semantic step: a policy rule may deny any text, which says nothing about the bundle
+            router.semantic_batch(["check the bundle", "a second query, so the batch path runs too"])
+        except SemrouteError:
+            raise
+        except Exception as e:  # numpy/FAISS/policy errors from content that passed load_bundle's checks
+            raise BundleError(f"{bundle.path}: the bundle loads but cannot route ({type(e).__name__}: {e}); "
+                              "rebuild it") from e
         return router
 
     def warm(self) -> None:
@@ -57,25 +90,81 @@ class Router:
         texts = ["warm up", "a somewhat longer sentence to warm up the encoder, the tokenizer and the index search"]
         for _ in range(5):
             for t in texts:
-                self.route_batch([t])
-            self.route_batch(texts * 4)
+                self.semantic_batch([t])
+            self.semantic_batch(texts * 4)
 
     @property
     def version(self) -> str:
         return self.bundle.version
 
-    def route(self, text: str, *, top_scores: int = 5, top_neighbours: int = 3) -> Decision:
-        return self.route_batch([text], top_scores=top_scores, top_neighbours=top_neighbours)[0]
+    def route(
+        self, text: str, *, context: RequestContext | None = None, top_scores: int = 5, top_neighbours: int = 3,
+        policy: bool = True,
+    ) -> Decision:
+        return self.route_batch([text], contexts=[context or _NO_CONTEXT], top_scores=top_scores,
+                                top_neighbours=top_neighbours, policy=policy)[0]
 
     def route_batch(
-        self, texts: Sequence[str], *, top_scores: int = 5, top_neighbours: int = 3,
-        quality_targets: Sequence[float | None] | None = None,
+        self, texts: Sequence[str], *, contexts: Sequence[RequestContext] | None = None, top_scores: int = 5,
+        top_neighbours: int = 3, policy: bool = True,
     ) -> list[Decision]:
-        """Decisions for ``texts``. ``quality_targets`` (one per text, None for none): choose the cheapest model
-        whose predicted quality reaches the target instead of the route's model (needs a quality predictor)."""
-        for i, t in enumerate(texts):
-            if not t or not t.strip():
-                raise RequestError(f"texts[{i}]" if len(texts) > 1 else "text", "is empty or only whitespace")
+        """Decide for each text: the policy's pre rules, the semantic step for those no rule decided, then the
+        policy's post rules and candidate choice. ``policy=False``: the semantic step alone (calibration, and
+        the policy-off side of evaluation). Raises PolicyDeniedError (naming ``texts[i]`` in a batch)."""
+        ctxs = list(contexts) if contexts is not None else [_NO_CONTEXT] * len(texts)
+        if len(ctxs) != len(texts):
+            raise ValueError("one context per text")
+        if not policy or self.policy is None:
+            decided = self.semantic_batch(texts, top_scores=top_scores, top_neighbours=top_neighbours)
+            return [self.meet_target(d, c.quality_target) for d, c in zip(decided, ctxs, strict=True)]
+        _check_texts(texts)
+        ctxs = [self.target_context(c) for c in ctxs]
+        many = len(texts) > 1
+        engine = self.policy
+        pres = []
+        for i, (t, c) in enumerate(zip(texts, ctxs, strict=True)):
+            try:
+                pres.append(engine.pre(t, c, field_prefix=f"contexts[{i}]" if many else "context"))
+            except PolicyDeniedError as e:
+                raise PolicyDeniedError(f"texts[{i}]: {e}" if many else str(e)) from None
+        todo = [i for i, p in enumerate(pres) if not p.decided]
+        semantic = dict(zip(todo, self.semantic_batch([texts[i] for i in todo], top_scores=top_scores,
+                                                      top_neighbours=top_neighbours), strict=True))
+        out = []
+        for i, p in enumerate(pres):
+            try:
+                d = engine.finish(p, semantic.get(i), index_version=self.version, runtime=self.runtime.view(ctxs[i]))
+                out.append(d if ctxs[i].quality_target is None
+                           else dataclasses.replace(d, quality_target=ctxs[i].quality_target))
+            except PolicyDeniedError as e:
+                raise PolicyDeniedError(f"texts[{i}]: {e}" if many else str(e)) from None
+        return out
+
+    def target_context(self, ctx: RequestContext) -> RequestContext:
+        """A request's quality_target as the policy reads it: objective "cheapest" with the target as a quality
+        floor (max()-ed with the floors already set; a rule's objective still wins, as for any request option)."""
+        t = ctx.quality_target
+        if t is None:
+            return ctx
+        floor = t if ctx.quality_floor is None else max(t, ctx.quality_floor)
+        return dataclasses.replace(ctx, quality_floor=floor, objective="cheapest")
+
+    def meet_target(self, d: Decision, target: float | None) -> Decision:
+        """Without a policy: the cheapest model the quality predictor knows whose predicted quality reaches
+        ``target`` (the best predicted if none does). A decision without predictions is returned as it is."""
+        if target is None or not d.predicted_quality:
+            return d
+        from .quality.objective import cheapest_meeting
+
+        models = list(d.predicted_quality)
+        choice = cheapest_meeting(models, d.predicted_quality, self._quality_cost, target)
+        return dataclasses.replace(d, model=choice.model, quality_target=target)
+
+    def semantic_batch(
+        self, texts: Sequence[str], *, top_scores: int = 5, top_neighbours: int = 3
+    ) -> list[Decision]:
+        """The semantic step alone: encoder, index, scores, thresholds. What the server's batcher runs."""
+        _check_texts(texts)
         if not texts:
             return []
         n = len(texts)
@@ -86,6 +175,8 @@ class Router:
         table = self.bundle.table
         head = self.bundle.head
         probs = head.probabilities(enc.vectors) if head is not None else None
+        predicted = (self.quality_predictor.predict_quality(enc.vectors, texts)
+                     if self.quality_predictor is not None else None)
         # Scores and signals for every query first, so the confidence model runs once per batch.
         scored: list[_Scored] = []
         for q in range(n):
@@ -107,7 +198,6 @@ class Router:
         if confidence is not None and with_signals:
             values = confidence.confidence([scored[q].signals for q in with_signals]).tolist()
             conf = dict(zip(with_signals, values, strict=True))
-        predicted = self.quality.predict(enc.vectors, texts) if self.quality is not None else None
         # the batch's shared work (search, head, scores, confidence) is charged to each query in equal shares
         search_ns = (t1 - t0) // n
         shared_score_ns = (time.perf_counter_ns() - t1) // n
@@ -128,28 +218,32 @@ class Router:
                 truncated=enc.truncated[q], n_tokens=enc.n_tokens[q], signals=signals,
                 timings=Timings(tokenize_ns=tokenize_ns, encode_ns=encode_ns, search_ns=search_ns,
                                 score_ns=shared_score_ns + time.perf_counter_ns() - t2),
+                predicted_quality=predicted[q] if predicted is not None else None,
             ))
-        if predicted is not None:
-            out = [self._with_quality(d, predicted[q], quality_targets[q] if quality_targets else None)
-                   for q, d in enumerate(out)]
         return out
-
-    def _with_quality(self, d: Decision, predicted: npt.NDArray[np.float64], target: float | None) -> Decision:
-        from .quality.objective import cheapest_meeting
-
-        assert self.quality is not None
-        quality = dict(zip(self.quality.models, predicted.tolist(), strict=True))
-        if target is None:
-            return dataclasses.replace(d, predicted_quality=quality)
-        # candidates cheapest first, so equal costs keep the predictor's (alphabetical) order
-        choice = cheapest_meeting(self.quality.models, quality, self._quality_cost, target)
-        return dataclasses.replace(d, predicted_quality=quality, quality_target=target, model=choice.model)
 
     def _neighbour(self, row: int, similarity: float) -> Neighbour:
         table = self.bundle.table
         r = table.row_route_list[row]
         return Neighbour(text=table.row_text[row], route=table.names[r] if r >= 0 else "", similarity=similarity,
                          negative=table.row_negative_list[row])
+
+
+_NO_CONTEXT = RequestContext()
+
+
+def request_cost(bundle: Bundle, model: str) -> float:
+    """A typical request's price (500 input + 250 output tokens, as evaluation reports assume); 0 if undeclared."""
+    spec = bundle.models.get(model)
+    return 0.0 if spec is None else 0.5 * spec.cost_per_1k_input + 0.25 * spec.cost_per_1k_output
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    for i, t in enumerate(texts):
+        if not t or not t.strip():
+            raise RequestError(f"texts[{i}]" if len(texts) > 1 else "text", "is empty or only whitespace")
+        if not has_content(t):
+            raise RequestError(f"texts[{i}]" if len(texts) > 1 else "text", CONTENTLESS)
 
 
 class _Scored(NamedTuple):
@@ -181,12 +275,6 @@ def _signals(
     none = max(0.0, 1.0 - float(probs.sum())) if probs is not None else 0.0
     nearest = next((s for s, i in zip(sims.tolist(), ids.tolist(), strict=True) if i >= 0), 0.0)
     return (best_score, best_score - runner_up, float(knn[best]), head, nearest, none)
-
-
-def request_cost(bundle: Bundle, model: str) -> float:
-    """A typical request's price (500 input + 250 output tokens, as evaluation reports assume); 0 if undeclared."""
-    spec = bundle.models.get(model)
-    return 0.0 if spec is None else 0.5 * spec.cost_per_1k_input + 0.25 * spec.cost_per_1k_output
 
 
 __all__ = ["Router"]

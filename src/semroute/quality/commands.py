@@ -56,7 +56,7 @@ def eval_cost_command(index_dir: Path, outcomes: Path, *, weak: str | None, stro
     from .outcomes import load_outcomes
 
     router = Router.load(index_dir)
-    known = router.quality.models if router.quality is not None else None
+    known = getattr(router.quality_predictor, "models", None)
     data = load_outcomes(outcomes, known_models=known)
     m, curves = evaluate_cost(router, data, weak=weak, strong=strong)
     if report is not None:

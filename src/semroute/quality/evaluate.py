@@ -51,8 +51,8 @@ def pick_pair(router: Router, models: Sequence[str], weak: str | None, strong: s
 def evaluate_cost(router: Router, data: OutcomeSet, *, weak: str | None = None,
                   strong: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics, curves): the headline numbers, and the arrays the report plots."""
-    predictor = router.quality
-    if predictor is None:
+    predictor = router.quality_predictor
+    if not isinstance(predictor, QualityPredictor):
         raise DataError(f"{router.bundle.path}: this bundle has no quality predictor; fit one with "
                         "'semroute fit-quality --index DIR --outcomes FILE --out NEW'")
     if len(predictor.models) < 2:

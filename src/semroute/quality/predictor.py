@@ -121,6 +121,10 @@ class QualityPredictor:
         r = self.raw(vectors, texts)
         return sigmoid(self.platt[:, 0] * logit(r) + self.platt[:, 1])
 
+    def predict_quality(self, vectors: npt.NDArray[np.float32], texts: Sequence[str]) -> list[dict[str, float]]:
+        """The policy layer's plug-in (policy.types.QualityPredictor): one model -> quality mapping per query."""
+        return [dict(zip(self.models, row, strict=True)) for row in self.predict(vectors, texts).tolist()]
+
     # -- storage: quality/ in a bundle ---------------------------------------------------------------------
     def save(self, directory: Path) -> list[str]:
         """Write the predictor's files into ``directory``; returns their names (relative), for the manifest."""

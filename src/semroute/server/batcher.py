@@ -39,7 +39,6 @@ class _Item:
     top_scores: int
     top_neighbours: int
     future: asyncio.Future[_Result]
-    quality_target: float | None = None
     enqueued_ns: int = field(default_factory=time.perf_counter_ns)
 
 
@@ -77,9 +76,7 @@ class MicroBatcher:
         self._thread = threading.Thread(target=self._work, name="semroute-encoder", daemon=True)
         self._thread.start()
 
-    async def submit_many(
-        self, texts: list[str], top_scores: int, top_neighbours: int, quality_target: float | None = None
-    ) -> list[_Result]:
+    async def submit_many(self, texts: list[str], top_scores: int, top_neighbours: int) -> list[_Result]:
         """Queue texts; returns (decision with queue time, batch size) for each. Raises OverloadedError."""
         if self._closed:
             raise UnavailableError("server is shutting down")
@@ -88,7 +85,7 @@ class MicroBatcher:
                 f"{self._queue.qsize()} queries queued (limit {self.max_queue}); retry with backoff"
             )
         loop = asyncio.get_running_loop()
-        items = [_Item(t, top_scores, top_neighbours, loop.create_future(), quality_target) for t in texts]
+        items = [_Item(t, top_scores, top_neighbours, loop.create_future()) for t in texts]
         for it in items:
             self._queue.put(it)
         try:
@@ -145,11 +142,10 @@ class MicroBatcher:
             router = self._get_router()  # the bundle serving now; a reload swaps it between batches
             start = time.perf_counter_ns()
             try:
-                decisions = router.route_batch(
+                decisions = router.semantic_batch(
                     [it.text for it in batch],
                     top_scores=max(it.top_scores for it in batch),
                     top_neighbours=max(it.top_neighbours for it in batch),
-                    quality_targets=[it.quality_target for it in batch],
                 )
             except Exception as e:  # deliver the error to every waiter; the worker keeps serving
                 self._post(loop, batch, e)
