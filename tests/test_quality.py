@@ -236,3 +236,63 @@ def test_grpc_quality_target_without_predictor(quality_bundles: dict[str, Path])
             stub.Route(pb.RouteRequest(text="hello", options=pb.RouteOptions(quality_target=0.5)))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "no quality predictor" in (e.value.details() or "")
+
+
+POLICY_ROUTES = """
+version: 1
+fallback: {model: big}
+models:
+  big: {cost_per_1k_input: 0.01, cost_per_1k_output: 0.03}
+  cheap: {cost_per_1k_input: 0.0002, cost_per_1k_output: 0.0002}
+routes:
+  - name: general
+    candidates: [big, cheap]
+    utterances: [answer this question, solve this problem, tell me a fact]
+policy:
+  objective: quality
+"""
+
+
+def test_policy_objective_reads_predicted_quality(quality_bundles: dict[str, Path], encoder_dir: Path) -> None:
+    """The policy layer's plug-in: per-query predictions replace declared qualities; quality_target is the
+    cheapest candidate predicted to reach it."""
+    from semroute.policy.types import RequestContext
+    from semroute.quality.predictor import QualityPredictor
+    from semroute.quality.store import write_quality_bundle
+    from semroute.router import Router
+
+    d = quality_bundles["dir"]
+    (d / "policy.yaml").write_text(POLICY_ROUTES)
+    r = CliRunner().invoke(main, ["build-index", str(d / "policy.yaml"), "--out", str(d / "p0"),
+                                  "--encoder", str(encoder_dir)])
+    assert r.exit_code == 0, r.output
+    predictor = QualityPredictor.load(quality_bundles["fitted"] / "quality")
+    write_quality_bundle(d / "p0", d / "p1", predictor, {"note": "test"})
+    router = Router.load(d / "p1")
+    word = ("Lee has 30 eggs, buys 5 boxes of 12 eggs each, gives a third away and sells the rest for $2 each. "
+            "How much money does Lee make?")
+    fact = "What is the capital of Kenya?"
+    best = router.route_batch([word, fact])
+    assert all(x.objective == "quality" for x in best)
+    for x in best:  # the objective picks the highest *predicted* quality (the route declares none)
+        assert x.predicted_quality is not None
+        assert x.model == max(["big", "cheap"], key=lambda m: x.predicted_quality[m])  # type: ignore[index]
+    assert best[0].model == "big"
+    assert {c.model: c.quality_source for c in best[1].candidates} == {"big": "predicted", "cheap": "predicted"}
+    ctx = RequestContext(quality_target=0.8)
+    chosen = router.route_batch([word, fact], contexts=[ctx, ctx])
+    assert [x.model for x in chosen] == ["big", "cheap"]
+    assert all(x.objective == "cheapest" and x.quality_target == 0.8 for x in chosen)
+    cands = {c.model: c.quality for c in chosen[1].candidates}
+    assert cands == pytest.approx(best[1].predicted_quality)
+
+
+def test_cli_route_quality_target(quality_bundles: dict[str, Path]) -> None:
+    word = ("Sam has 12 pencils, buys 7 boxes of 10 pencils each, gives a third away and sells the rest for $1 "
+            "each. How much money does Sam make?")
+    r = CliRunner().invoke(main, ["route", "--index", str(quality_bundles["fitted"]), "--json",
+                                  "--quality-target", "0.8", word])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout.strip().splitlines()[-1])
+    assert d["model"] == "big" and d["quality_target"] == 0.8
+    assert set(d["predicted_quality"]) == {"big", "cheap"}

@@ -142,6 +142,8 @@ _POLICY_OPTIONS = [
     click.option("--max-cost", type=float, help="Tighten the tier's cost ceiling for these requests."),
     click.option("--quality-floor", type=float, help="Raise the tier's quality floor for these requests."),
     click.option("--objective", type=click.Choice(["quality", "cheapest", "blend"]), help="Objective to use."),
+    click.option("--quality-target", type=click.FloatRange(0, 1),
+                 help="The cheapest model whose predicted quality reaches this (bundle from fit-quality)."),
     click.option("--no-policy", is_flag=True, help="The semantic step alone (in-process only)."),
 ]
 
@@ -173,14 +175,16 @@ def _decide(
             return [d.to_dict() for d in client.route_batch(
                 items, tenant=opts["tenant"], user_tier=opts["tier"], labels=labels, top_scores=top,
                 top_neighbours=neighbours,
-                policy=PolicyOptions(opts["max_cost"], opts["quality_floor"], opts["objective"]),
+                policy=PolicyOptions(opts["max_cost"], opts["quality_floor"], opts["objective"],
+                                     opts.get("quality_target")),
             )]
     from .policy.types import RequestContext
     from .router import Router
 
     router = Router.load(index_dir)  # type: ignore[arg-type]
     ctx = RequestContext(tenant=opts["tenant"], tier=opts["tier"], labels=labels, max_cost=opts["max_cost"],
-                         quality_floor=opts["quality_floor"], objective=opts["objective"])
+                         quality_floor=opts["quality_floor"], objective=opts["objective"],
+                         quality_target=opts.get("quality_target"))
     return [d.to_dict() for d in router.route_batch(items, contexts=[ctx] * len(items), top_scores=top,
                                                    top_neighbours=neighbours, policy=not opts["no_policy"])]
 
