@@ -122,9 +122,12 @@ def run(rows: list[dict[str, Any]], x: np.ndarray, inner_folds: int, grid: Grid,
                                            folds=inner_folds, grid=grid)
             pred[test] = predictor.predict(x[test], [texts[i] for i in test])
             base[test] = baseline_knn(x, ys - yw, train, test)
+            held = test[ds[test] == "mmlu"] if name != "5-fold" else test
             chosen.append({**vars(rep.settings), "inner_brier": rep.brier, "fit_s": time.perf_counter() - t0,
-                           "n_train": len(train), "n_test": len(test)})
-            log(f"{name} fold {f + 1}/{len(tests)}: {rep.settings} in {time.perf_counter() - t0:.0f}s")
+                           "n_train": len(train), "n_test": len(test),
+                           "fold_apgr": measures(pred[held, 0] - pred[held, 1], yw[held], ys[held])["apgr"]})
+            log(f"{name} fold {f + 1}/{len(tests)}: {rep.settings} in {time.perf_counter() - t0:.0f}s, "
+                f"held-out APGR {chosen[-1]['fold_apgr']:.3f} ({len(held)} prompts)")
         return pred, base, chosen
 
     out: dict[str, Any] = {}
