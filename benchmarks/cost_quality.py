@@ -193,9 +193,10 @@ def table(res: dict[str, Any]) -> str:
               row("**semroute**", lso["semroute"]), row("baseline: 20-NN mean gain", lso["baseline_20nn"]),
               row("random", lso["random"]), "| goal | >= 0.58 | | |", ""]
     gap = res["results"]["mmlu_gap"]
-    lines += ["### What the MMLU oracle gap is made of", "",
+    lines += ["### What the MMLU oracle gap is made of", "", "| router | APGR | CPT(50%) | CPT(80%) |",
+              "|---|---|---|---|",
               row("router knowing each subject's true mean gain (in-sample)", gap["subject_oracle"]),
-              f"Between-subject share of the per-prompt gain variance: "
+              "", f"Between-subject share of the per-prompt gain variance: "
               f"{gap['gain_between_subjects_var'] / gap['gain_total_var']:.1%}.", ""]
     return "\n".join(lines)
 
