@@ -18,6 +18,7 @@
 #                    build behind a TLS-intercepting proxy or from a local wheelhouse works; no: mount nothing
 #   (RUN steps then see the same package sources this machine's pip uses; the image keeps none of them)
 #   STORAGE_DRIVER   containers/storage driver (default vfs: works inside containers, where overlay may not)
+# The image is written in docker format: the OCI format has no HEALTHCHECK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -74,6 +75,6 @@ args=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 [[ -n ${TORCH_PIP_ARGS+set} ]] && args+=(--build-arg "TORCH_PIP_ARGS=$TORCH_PIP_ARGS")
 
 t0=$(date +%s)
-buildah bud --isolation "$BUILDAH_ISOLATION" --pull=false --layers "${mounts[@]}" "${args[@]}" -t "$TAG" . >&2
+buildah bud --isolation "$BUILDAH_ISOLATION" --pull=false --layers --format docker "${mounts[@]}" "${args[@]}" -t "$TAG" . >&2
 echo "build_image: built $TAG in $(( $(date +%s) - t0 )) s" >&2
 buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$TAG"
