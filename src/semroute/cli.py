@@ -143,6 +143,8 @@ _POLICY_OPTIONS = [
     click.option("--max-cost", type=float, help="Tighten the tier's cost ceiling for these requests."),
     click.option("--quality-floor", type=float, help="Raise the tier's quality floor for these requests."),
     click.option("--objective", type=click.Choice(["quality", "cheapest", "blend"]), help="Objective to use."),
+    click.option("--quality-target", type=click.FloatRange(0, 1),
+                 help="The cheapest model whose predicted quality reaches this (bundle from fit-quality)."),
     click.option("--no-policy", is_flag=True, help="The semantic step alone (in-process only)."),
 ]
 
@@ -177,14 +179,16 @@ def _decide(
             return [d.to_dict() for d in client.route_batch(
                 items, tenant=opts["tenant"], user_tier=opts["tier"], labels=labels, top_scores=top,
                 top_neighbours=neighbours,
-                policy=PolicyOptions(opts["max_cost"], opts["quality_floor"], opts["objective"]),
+                policy=PolicyOptions(opts["max_cost"], opts["quality_floor"], opts["objective"],
+                                     opts.get("quality_target")),
             )]
     from .policy.types import RequestContext
     from .router import Router
 
     router = Router.load(index_dir)  # type: ignore[arg-type]
     ctx = RequestContext(tenant=opts["tenant"], tier=opts["tier"], labels=labels, max_cost=opts["max_cost"],
-                         quality_floor=opts["quality_floor"], objective=opts["objective"])
+                         quality_floor=opts["quality_floor"], objective=opts["objective"],
+                         quality_target=opts.get("quality_target"))
     return [d.to_dict() for d in router.route_batch(items, contexts=[ctx] * len(items), top_scores=top,
                                                    top_neighbours=neighbours, policy=not opts["no_policy"])]
 
@@ -343,6 +347,43 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
     click.echo(f"wrote {out} (version {new.version}, parent {router.version}): objective {objective}, "
                f"global threshold {cal.global_threshold:.3f}, per-route {min(ths):.3f}..{max(ths):.3f}; "
                f"confidence model {cal.details['confidence']}")
+
+
+@main.command("fit-quality")
+@click.option("--index", "index_dir", required=True, type=click.Path(path_type=Path), help="Source bundle.")
+@click.option("--outcomes", required=True, type=click.Path(path_type=Path),
+              help="Outcome JSONL: {\"text\": ..., \"outcomes\": {\"model\": score in [0, 1]}} per line.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New bundle directory to write.")
+@click.option("--folds", type=click.IntRange(2, 20), default=5, show_default=True,
+              help="Cross-validation folds for choosing the settings and calibrating.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Fold assignment and k-means seed.")
+@click.option("--threads", type=int, default=2, show_default=True, help="Encoder threads while embedding.")
+@_errors
+def fit_quality(index_dir: Path, outcomes: Path, out: Path, folds: int, seed: int, threads: int) -> None:
+    """Fit a per-model quality predictor on outcomes and write it as a new bundle version."""
+    from .quality.commands import fit_quality_command
+
+    click.echo(fit_quality_command(index_dir, outcomes, out, folds=folds, seed=seed, threads=threads))
+
+
+@main.command("eval-cost")
+@click.option("--index", "index_dir", required=True, type=click.Path(path_type=Path),
+              help="Bundle with a quality predictor.")
+@click.option("--outcomes", required=True, type=click.Path(path_type=Path), help="Held-out outcome JSONL.")
+@click.option("--weak", help="The cheap model (default: the cheapest by declared price).")
+@click.option("--strong", help="The expensive model (default: the dearest by declared price).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object with every measure.")
+@click.option("--report", type=click.Path(path_type=Path), help="Write report.md and PNG plots to this directory.")
+@_errors
+def eval_cost(index_dir: Path, outcomes: Path, weak: str | None, strong: str | None, as_json: bool,
+              report: Path | None) -> None:
+    """Quality against cost of routing by predicted quality: APGR, CPT(50/80/95%), AIQ, reliability."""
+    from .quality.commands import eval_cost_command
+
+    m, text = eval_cost_command(index_dir, outcomes, weak=weak, strong=strong, report=report)
+    if report is not None:
+        click.echo(f"wrote {report / 'report.md'}", err=True)
+    click.echo(json.dumps(m) if as_json else text)
 
 
 @main.command()

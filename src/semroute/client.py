@@ -105,6 +105,8 @@ def _options(top_scores: int, top_neighbours: int, policy: PolicyOptions | None 
             opts.quality_floor = policy.quality_floor
         if policy.objective is not None:
             opts.objective = policy.objective
+        if policy.quality_target is not None:
+            opts.quality_target = policy.quality_target
     return opts
 
 
@@ -115,6 +117,7 @@ class PolicyOptions:
     max_cost: float | None = None
     quality_floor: float | None = None
     objective: str | None = None
+    quality_target: float | None = None  # RouteOptions field 50: cheapest model predicted to reach it
 
 
 class _Sync(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]

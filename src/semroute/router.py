@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -48,8 +49,12 @@ class Router:
                                     bundle.fallback_candidates()) if bundle.policy is not None else None)
         # plug-in point: runtime state (breakers, budgets, observed latency) for each request; none by default
         self.runtime: RuntimeSource = NoRuntime()
-        # plug-in point: per-query predicted quality per model, read by the objective; none by default
-        self.quality_predictor: QualityPredictor | None = None
+        # plug-in point: per-query predicted quality per model, read by the objective: the bundle's quality
+        # predictor (semroute fit-quality), if it has one
+        from .quality.store import load_quality
+
+        self.quality_predictor: QualityPredictor | None = load_quality(bundle)
+        self._quality_cost = {m: request_cost(bundle, m) for m in bundle.models}
 
     @classmethod
     def load(cls, path: str | Path, *, threads: int = 1) -> Router:
@@ -106,12 +111,14 @@ class Router:
         """Decide for each text: the policy's pre rules, the semantic step for those no rule decided, then the
         policy's post rules and candidate choice. ``policy=False``: the semantic step alone (calibration, and
         the policy-off side of evaluation). Raises PolicyDeniedError (naming ``texts[i]`` in a batch)."""
-        if not policy or self.policy is None:
-            return self.semantic_batch(texts, top_scores=top_scores, top_neighbours=top_neighbours)
-        _check_texts(texts)
         ctxs = list(contexts) if contexts is not None else [_NO_CONTEXT] * len(texts)
         if len(ctxs) != len(texts):
             raise ValueError("one context per text")
+        if not policy or self.policy is None:
+            decided = self.semantic_batch(texts, top_scores=top_scores, top_neighbours=top_neighbours)
+            return [self.meet_target(d, c.quality_target) for d, c in zip(decided, ctxs, strict=True)]
+        _check_texts(texts)
+        ctxs = [self.target_context(c) for c in ctxs]
         many = len(texts) > 1
         engine = self.policy
         pres = []
@@ -126,11 +133,32 @@ class Router:
         out = []
         for i, p in enumerate(pres):
             try:
-                out.append(engine.finish(p, semantic.get(i), index_version=self.version,
-                                              runtime=self.runtime.view(ctxs[i])))
+                d = engine.finish(p, semantic.get(i), index_version=self.version, runtime=self.runtime.view(ctxs[i]))
+                out.append(d if ctxs[i].quality_target is None
+                           else dataclasses.replace(d, quality_target=ctxs[i].quality_target))
             except PolicyDeniedError as e:
                 raise PolicyDeniedError(f"texts[{i}]: {e}" if many else str(e)) from None
         return out
+
+    def target_context(self, ctx: RequestContext) -> RequestContext:
+        """A request's quality_target as the policy reads it: objective "cheapest" with the target as a quality
+        floor (max()-ed with the floors already set; a rule's objective still wins, as for any request option)."""
+        t = ctx.quality_target
+        if t is None:
+            return ctx
+        floor = t if ctx.quality_floor is None else max(t, ctx.quality_floor)
+        return dataclasses.replace(ctx, quality_floor=floor, objective="cheapest")
+
+    def meet_target(self, d: Decision, target: float | None) -> Decision:
+        """Without a policy: the cheapest model the quality predictor knows whose predicted quality reaches
+        ``target`` (the best predicted if none does). A decision without predictions is returned as it is."""
+        if target is None or not d.predicted_quality:
+            return d
+        from .quality.objective import cheapest_meeting
+
+        models = list(d.predicted_quality)
+        choice = cheapest_meeting(models, d.predicted_quality, self._quality_cost, target)
+        return dataclasses.replace(d, model=choice.model, quality_target=target)
 
     def semantic_batch(
         self, texts: Sequence[str], *, top_scores: int = 5, top_neighbours: int = 3
@@ -147,7 +175,8 @@ class Router:
         table = self.bundle.table
         head = self.bundle.head
         probs = head.probabilities(enc.vectors) if head is not None else None
-        predicted = self.quality_predictor.predict(enc.vectors) if self.quality_predictor is not None else None
+        predicted = (self.quality_predictor.predict_quality(enc.vectors, texts)
+                     if self.quality_predictor is not None else None)
         # Scores and signals for every query first, so the confidence model runs once per batch.
         scored: list[_Scored] = []
         for q in range(n):
@@ -201,6 +230,12 @@ class Router:
 
 
 _NO_CONTEXT = RequestContext()
+
+
+def request_cost(bundle: Bundle, model: str) -> float:
+    """A typical request's price (500 input + 250 output tokens, as evaluation reports assume); 0 if undeclared."""
+    spec = bundle.models.get(model)
+    return 0.0 if spec is None else 0.5 * spec.cost_per_1k_input + 0.25 * spec.cost_per_1k_output
 
 
 def _check_texts(texts: Sequence[str]) -> None:

@@ -101,6 +101,7 @@ class Decision:
     cached: bool = False
     endpoint: str | None = None
     feedback_trace: tuple[str, ...] = ()
+    quality_target: float | None = None  # the request's quality target, when it set one
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -136,6 +137,9 @@ class Decision:
             "objective": self.objective,
             "rule": self.rule,
             "candidates": [c.to_dict() for c in self.candidates],
+            "predicted_quality": ({k: round(v, 6) for k, v in self.predicted_quality.items()}
+                                  if self.predicted_quality else {}),
+            "quality_target": self.quality_target,
             "trace": [t.to_dict() for t in self.trace],
         }
 

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from .._envvars import EnvGroup
 from .config import OpsConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -85,7 +86,7 @@ def sign(bundle: Path, key: Path) -> None:
     click.echo(f"signed {bundle} (version {v.version}) with key {v.key_id}")
 
 
-@click.group()
+@click.group(cls=EnvGroup)
 def keys() -> None:
     """Manage API keys (stored hashed; a running server reloads the file within a second)."""
 
@@ -141,7 +142,7 @@ def keys_revoke(path: Path, key_id: str) -> None:
     click.echo(f"revoked {k.id} at {k.revoked}")
 
 
-@click.group()
+@click.group(cls=EnvGroup)
 def audit() -> None:
     """Check the audit trail, or turn it into calibration data."""
 

@@ -7,7 +7,7 @@ per-query quality estimate per model. Neither needs changes to the choice itself
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,6 +32,8 @@ class RequestContext:
     max_cost: float | None = None  # min()-ed with the tier's ceiling
     quality_floor: float | None = None  # max()-ed with the tier's floor
     objective: Objective | None = None
+    # the cheapest candidate whose (predicted) quality reaches this: objective "cheapest" with this floor (issue 13)
+    quality_target: float | None = None
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ class QualityPredictor(Protocol):
     probability of a good answer per row of ``vectors``. When a decision has one, it replaces the declared quality
     of every candidate it names."""
 
-    def predict(self, vectors: Any) -> list[Mapping[str, float]]: ...
+    def predict_quality(self, vectors: Any, texts: Sequence[str]) -> list[dict[str, float]]: ...
 
 
 class NoRuntime:

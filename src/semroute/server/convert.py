@@ -54,6 +54,10 @@ def decision_to_pb(d: Decision, *, total_ns: int = 0, batch_size: int = 1) -> pb
         rule=d.rule,
         candidates=[_candidate_to_pb(c) for c in d.candidates],
     )
+    if d.predicted_quality:
+        msg.predicted_quality.extend(pb.ModelQuality(model=k, quality=v) for k, v in d.predicted_quality.items())
+    if d.quality_target is not None:
+        msg.quality_target = d.quality_target
     if d.route is not None:
         msg.route = d.route
     if d.threshold is not None:
@@ -120,4 +124,6 @@ def decision_from_pb(msg: pb.Decision) -> Decision:
         cached=msg.cached,
         endpoint=msg.endpoint if msg.HasField("endpoint") else None,
         feedback_trace=tuple(msg.feedback_trace),
+        predicted_quality={q.model: q.quality for q in msg.predicted_quality} or None,
+        quality_target=msg.quality_target if msg.HasField("quality_target") else None,
     )

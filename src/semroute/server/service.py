@@ -7,6 +7,7 @@ else is a bug: logged with its traceback and answered INTERNAL.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -76,7 +77,20 @@ def _context(md: pb.RequestMetadata, opts: pb.RouteOptions) -> RequestContext:
         max_cost=opts.max_cost if opts.HasField("max_cost") else None,
         quality_floor=opts.quality_floor if opts.HasField("quality_floor") else None,
         objective=opts.objective if opts.HasField("objective") else None,  # type: ignore[arg-type]
+        quality_target=opts.quality_target if opts.HasField("quality_target") else None,
     )
+
+
+def _quality_target(opts: pb.RouteOptions, router: Router) -> float | None:
+    if not opts.HasField("quality_target"):
+        return None
+    q = opts.quality_target
+    if not 0.0 <= q <= 1.0:  # also refuses NaN
+        raise RequestError("options.quality_target", f"must be in [0, 1] (a predicted quality), got {q}")
+    if router.quality_predictor is None and router.policy is None:
+        raise RequestError("options.quality_target", "this bundle has no quality predictor and no policy; fit "
+                           "one with 'semroute fit-quality --outcomes FILE' or leave the option out")
+    return q
 
 
 def _check_deadline(context: grpc.aio.ServicerContext, when: str) -> None:
@@ -168,9 +182,13 @@ class RouterService(pb_grpc.RouterServicer):
         _check_deadline(context, "before it reached the encoder; nothing was encoded")
         top_s, top_n = _options(opts)
         router = self._get_router()
-        if router.policy is None:  # no policy declared: the semantic step alone
-            return self._answer(await self._batcher.submit_many(texts, top_s, top_n), received_ns, context)
-        ctxs = [_context(md, opts) for md in metadata]
+        target = _quality_target(opts, router)
+        if router.policy is None:  # no policy declared: the semantic step alone (and the quality target, if set)
+            done = await self._batcher.submit_many(texts, top_s, top_n)
+            if target is not None:
+                done = [(router.meet_target(d, target), b) for d, b in done]
+            return self._answer(done, received_ns, context)
+        ctxs = [router.target_context(_context(md, opts)) for md in metadata]
         pres = _pre_all(router, texts, ctxs, fields)
         todo = [i for i, p in enumerate(pres) if not p.decided]
         results = await self._batcher.submit_many([texts[i] for i in todo], top_s, top_n) if todo else []
@@ -191,6 +209,8 @@ class RouterService(pb_grpc.RouterServicer):
             sem, batch = semantic.get(i, (None, 0))
             try:
                 d = engine.finish(p, sem, index_version=router.version, runtime=router.runtime.view(ctxs[i]))
+                if target is not None:
+                    d = dataclasses.replace(d, quality_target=target)
             except PolicyDeniedError as e:
                 raise _name_query(fields[i], e) from None
             decisions.append((d, batch))

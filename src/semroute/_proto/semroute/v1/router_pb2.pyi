@@ -69,18 +69,20 @@ class RequestMetadata(_message.Message):
     def __init__(self, tenant: _Optional[str] = ..., user_tier: _Optional[str] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., conversation_id: _Optional[str] = ...) -> None: ...
 
 class RouteOptions(_message.Message):
-    __slots__ = ("top_scores", "top_neighbours", "max_cost", "quality_floor", "objective")
+    __slots__ = ("top_scores", "top_neighbours", "max_cost", "quality_floor", "objective", "quality_target")
     TOP_SCORES_FIELD_NUMBER: _ClassVar[int]
     TOP_NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
     MAX_COST_FIELD_NUMBER: _ClassVar[int]
     QUALITY_FLOOR_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_TARGET_FIELD_NUMBER: _ClassVar[int]
     top_scores: int
     top_neighbours: int
     max_cost: float
     quality_floor: float
     objective: str
-    def __init__(self, top_scores: _Optional[int] = ..., top_neighbours: _Optional[int] = ..., max_cost: _Optional[float] = ..., quality_floor: _Optional[float] = ..., objective: _Optional[str] = ...) -> None: ...
+    quality_target: float
+    def __init__(self, top_scores: _Optional[int] = ..., top_neighbours: _Optional[int] = ..., max_cost: _Optional[float] = ..., quality_floor: _Optional[float] = ..., objective: _Optional[str] = ..., quality_target: _Optional[float] = ...) -> None: ...
 
 class Escalation(_message.Message):
     __slots__ = ("from_model", "confidence")
@@ -188,8 +190,16 @@ class Timings(_message.Message):
     batch_size: int
     def __init__(self, queue_ns: _Optional[int] = ..., tokenize_ns: _Optional[int] = ..., encode_ns: _Optional[int] = ..., search_ns: _Optional[int] = ..., score_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
+class ModelQuality(_message.Message):
+    __slots__ = ("model", "quality")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    quality: float
+    def __init__(self, model: _Optional[str] = ..., quality: _Optional[float] = ...) -> None: ...
+
 class Decision(_message.Message):
-    __slots__ = ("route", "model", "score", "threshold", "fallback", "reason", "margin", "scores", "neighbours", "index_version", "truncated", "n_tokens", "timings", "policy_version", "trace", "pii_kinds", "estimated_cost", "tier", "objective", "rule", "candidates", "cached", "endpoint", "feedback_trace")
+    __slots__ = ("route", "model", "score", "threshold", "fallback", "reason", "margin", "scores", "neighbours", "index_version", "truncated", "n_tokens", "timings", "policy_version", "trace", "pii_kinds", "estimated_cost", "tier", "objective", "rule", "candidates", "cached", "endpoint", "feedback_trace", "predicted_quality", "quality_target")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -214,6 +224,8 @@ class Decision(_message.Message):
     CACHED_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     FEEDBACK_TRACE_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_QUALITY_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_TARGET_FIELD_NUMBER: _ClassVar[int]
     route: str
     model: str
     score: float
@@ -238,7 +250,9 @@ class Decision(_message.Message):
     cached: bool
     endpoint: str
     feedback_trace: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., fallback: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., margin: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[RouteScore, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., index_version: _Optional[str] = ..., truncated: _Optional[bool] = ..., n_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., policy_version: _Optional[str] = ..., trace: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., pii_kinds: _Optional[_Iterable[str]] = ..., estimated_cost: _Optional[float] = ..., tier: _Optional[str] = ..., objective: _Optional[str] = ..., rule: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[CandidateInfo, _Mapping]]] = ..., cached: _Optional[bool] = ..., endpoint: _Optional[str] = ..., feedback_trace: _Optional[_Iterable[str]] = ...) -> None: ...
+    predicted_quality: _containers.RepeatedCompositeFieldContainer[ModelQuality]
+    quality_target: float
+    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., fallback: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., margin: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[RouteScore, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., index_version: _Optional[str] = ..., truncated: _Optional[bool] = ..., n_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., policy_version: _Optional[str] = ..., trace: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., pii_kinds: _Optional[_Iterable[str]] = ..., estimated_cost: _Optional[float] = ..., tier: _Optional[str] = ..., objective: _Optional[str] = ..., rule: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[CandidateInfo, _Mapping]]] = ..., cached: _Optional[bool] = ..., endpoint: _Optional[str] = ..., feedback_trace: _Optional[_Iterable[str]] = ..., predicted_quality: _Optional[_Iterable[_Union[ModelQuality, _Mapping]]] = ..., quality_target: _Optional[float] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
     __slots__ = ("decision", "request_id")
