@@ -84,57 +84,37 @@ def export_encoder(
 ) -> Path:
     """Export ``model`` (a sentence-transformers directory) to an int8 ONNX encoder directory at ``out``.
 
-    ``lean=False`` always traces the generic graph (the benchmarks compare the two).
+    A BERT model with safetensors weights (all-MiniLM-L6-v2 and kin) takes the lean graph, written from the files
+    with numpy and onnx: no torch. Any other model, or ``lean=False`` (the benchmarks compare the two), is traced
+    through torch, which needs ``semroute[export]``.
 
     The write is atomic: a temporary sibling directory renamed into place.
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    try:
-        import onnx
-        import torch
-        from onnxruntime.quantization import (
-            CalibrationDataReader,
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-        from sentence_transformers import SentenceTransformer
-    except ImportError as e:
-        raise EncoderError(
-            f"exporting the encoder needs the export extra ({e.name} is missing): "
-            "pip install torch==2.13.0 (CPU build) && pip install 'semroute[export]'"
-        ) from e
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    from . import _lean_graph
+    from ._model_files import load_weights, read_model_dir
 
     out_dir = Path(out).expanduser() if out is not None else default_encoder_dir()
     model_path = Path(model).expanduser() if model is not None else default_model_path()
-    if not (model_path / "modules.json").is_file() and not (model_path / "config.json").is_file():
-        raise EncoderError(f"{model_path} is not a sentence-transformers model directory (no modules.json)")
+    files = read_model_dir(model_path)  # refuses a model whose pooling the graph does not compute
     texts = list(calibration) if calibration is not None else calibration_sentences()
-
-    st = SentenceTransformer(str(model_path), device="cpu", model_kwargs={"attn_implementation": "eager"})
-    _check_pooling(st, model_path)
-    max_tokens = int(st.max_seq_length or 256)
-    transformer = st[0].auto_model
     tokenizer_src = model_path / TOKENIZER_FILE
     if not tokenizer_src.is_file():
         raise EncoderError(f"{model_path} has no tokenizer.json (a fast tokenizer is required)")
-
-    class Pooled(torch.nn.Module):
-        # mean pooling over real tokens, then L2 normalisation: in the graph, so serving needs no numpy step
-        def __init__(self, m: torch.nn.Module) -> None:
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            hidden = self.m(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+    weights = load_weights(files) if lean and _lean_graph.supports(files.config) else None
+    if weights is not None and not _lean_graph.has_weights(files.config, weights):
+        weights = None
+    traced = None if weights is not None else _load_for_tracing(model_path)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir_beside(out_dir)
@@ -146,7 +126,7 @@ def export_encoder(
 
         tok = Tokenizer.from_file(str(tmp / TOKENIZER_FILE))
         tok.enable_padding(pad_id=0, pad_token="[PAD]")
-        tok.enable_truncation(max_length=max_tokens)
+        tok.enable_truncation(max_length=files.max_tokens)
 
         def feeds(batch: Sequence[str]) -> dict[str, np.ndarray]:
             encs = tok.encode_batch(list(batch))
@@ -156,12 +136,14 @@ def export_encoder(
 
         batches = [feeds(texts[i : i + 16]) for i in range(0, len(texts), 16)]
         smoothed = tmp / "smoothed.onnx"
-        reference = Pooled(transformer).eval()  # type: ignore[arg-type]
-        weight_matmuls = (
-            _lean_export(onnx, torch, transformer, reference, fp32, smoothed, batches, alpha) if lean else []
-        )
-        graph = "lean" if weight_matmuls else "generic"
-        if not weight_matmuls:
+        if weights is not None:
+            graph = "lean"
+            weight_matmuls = _lean_export(onnx, files.config, weights, fp32, smoothed, batches, alpha)
+        else:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            graph = "generic"
+            torch, reference = traced  # type: ignore[misc]
             _trace(torch, reference, fp32)
             pre = tmp / "pre.onnx"
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
@@ -196,8 +178,8 @@ def export_encoder(
             fp32.unlink()
         meta = {
             "name": model_path.name if model is not None else "sentence-transformers/all-MiniLM-L6-v2",
-            "dim": int(st.get_embedding_dimension() or 0),
-            "max_tokens": max_tokens,
+            "dim": files.dim,
+            "max_tokens": files.max_tokens,
             "pad_id": 0,
             "pad_token": "[PAD]",
             "pooling": "mean+l2norm (in graph)",
@@ -225,24 +207,34 @@ def export_encoder(
     return out_dir
 
 
-def _check_pooling(st: Any, model_path: Path) -> None:
-    """The exported graph mean-pools and L2-normalises: refuse a model that pools otherwise, rather than export an
-    encoder whose vectors silently differ from the model's own."""
-    modes = []
-    for module in st:
-        if type(module).__name__ == "Pooling":
-            cfg = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
-            mode = cfg.get("pooling_mode")
-            if mode is None:  # older sentence-transformers: one flag per mode
-                flags = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]
-                mode = "+".join(flags) or "unknown"
-            modes.append(str(mode))
-    if modes and modes != ["mean"] and modes != ["pooling_mode_mean_tokens"]:
+def _load_for_tracing(model_path: Path) -> tuple[Any, Any]:
+    """torch and the model with pooling as a torch module, for the generic trace (needs ``semroute[export]``)."""
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
         raise EncoderError(
-            f"{model_path}: pools with {', '.join(modes)}; semroute's encoder graph does mean pooling only. "
-            "Use a mean-pooling sentence-transformers model (most are), or edit its 1_Pooling/config.json "
-            "knowing its vectors will change"
-        )
+            f"{model_path}: not a BERT model with safetensors weights, which semroute writes without torch; "
+            f"tracing any other model needs the export extra ({e.name} is missing): "
+            "pip install torch==2.13.0 (CPU build) && pip install 'semroute[export]'"
+        ) from e
+    st = SentenceTransformer(str(model_path), device="cpu", model_kwargs={"attn_implementation": "eager"})
+
+    class Pooled(torch.nn.Module):
+        # mean pooling over real tokens, then L2 normalisation: in the graph, so serving needs no numpy step
+        def __init__(self, m: Any) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            hidden = self.m(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    return torch, Pooled(st[0].auto_model).eval()
 
 
 @contextlib.contextmanager
@@ -282,31 +274,22 @@ def _trace(torch: Any, module: Any, path: Path) -> None:
 
 def _lean_export(
     onnx: Any,
-    torch: Any,
-    transformer: Any,
-    reference: Any,
+    config: dict[str, Any],
+    weights: dict[str, np.ndarray],
     fp32: Path,
     smoothed: Path,
     batches: list[dict[str, np.ndarray]],
     alpha: float,
 ) -> list[str]:
-    """Write the lean BERT graph (``_lean_graph``) to ``fp32`` and its SmoothQuant version to ``smoothed``.
-
-    Returns the projections to quantize, or [] when the model is not one the lean graph reproduces (to 1e-5 of
-    the model's own forward pass with pooling, on batches of several shapes): then the caller traces instead.
-    """
+    """Write the lean BERT graph (``_lean_graph``) to ``fp32`` and its SmoothQuant version to ``smoothed``; return
+    the projections to quantize. SmoothQuant's activation maxima come from onnxruntime running the fp32 graph."""
     from . import _lean_graph
 
-    if not _lean_graph.supports(transformer):
-        return []
-    plain, _ = _lean_graph.build(transformer)
+    plain, _ = _lean_graph.build(config, weights)
     onnx.save(plain, str(fp32))
-    if _max_abs_diff(torch, reference, fp32) >= 1e-5:
-        fp32.unlink()
-        return []
-    amax = _activation_max(onnx, fp32, _lean_graph.smoothing_points(transformer), batches)
-    scales = _lean_graph.smoothing_scales(transformer, amax, alpha)
-    model, projections = _lean_graph.build(transformer, scales)
+    amax = _activation_max(onnx, fp32, _lean_graph.smoothing_points(config), batches)
+    scales = _lean_graph.smoothing_scales(config, weights, amax, alpha)
+    model, projections = _lean_graph.build(config, weights, scales)
     onnx.save(model, str(smoothed))
     return projections
 
@@ -331,24 +314,6 @@ def _activation_max(
             a = np.abs(o[real]).max(0)
             amax[x] = np.maximum(amax[x], a) if x in amax else a
     return amax
-
-
-def _max_abs_diff(torch: Any, reference: Any, path: Path) -> float:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    worst = 0.0
-    for b, t in ((1, 5), (3, 17), (4, 40)):
-        ids = rng.integers(1000, 5000, size=(b, t)).astype(np.int64)
-        mask = np.ones_like(ids)
-        mask[1:, t // 2 :] = 0  # padded rows
-        tt = np.zeros_like(ids)
-        with torch.no_grad():
-            want = reference(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(tt)).numpy()
-        got = sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt})[0]
-        worst = max(worst, float(np.abs(got - want).max()))
-    return worst
 
 
 def _smooth(onnx: Any, src: Path, dst: Path, batches: list[dict[str, np.ndarray]], alpha: float) -> list[str]:
@@ -406,7 +371,8 @@ def _versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("semroute", "torch", "onnx", "onnxruntime", "sentence-transformers", "transformers", "tokenizers"):
+    for pkg in ("semroute", "onnx", "onnxruntime", "tokenizers", "safetensors", "torch", "sentence-transformers",
+                "transformers"):
         with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
     return out
