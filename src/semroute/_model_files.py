@@ -1,8 +1,9 @@
 """Read a sentence-transformers model directory with numpy alone: its configuration and its safetensors weights.
 
 Why: the default encoder export needs the model's configuration and weights, not its code. Reading them from the
-files lets ``pip install semroute`` export all-MiniLM-L6-v2 without torch, transformers or sentence-transformers
-(~750 MB); those stay in the ``export`` extra for the traced graph, which needs the model's own forward pass.
+files lets ``pip install 'semroute[build]'`` (onnx, safetensors) export all-MiniLM-L6-v2 without torch,
+transformers or sentence-transformers (~750 MB); those stay in the ``export`` extra for the traced graph, which
+needs the model's own forward pass.
 
 What is read, and how sentence-transformers would read it:
 - ``modules.json``: the pipeline (Transformer, then Pooling, then Normalize). A module semroute's graph does not

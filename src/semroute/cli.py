@@ -73,7 +73,8 @@ def validate(routes: Sequence[Path]) -> None:
               help="SmoothQuant migration strength.")
 @_errors
 def export_encoder_cmd(model: Path | None, out: Path | None, alpha: float) -> None:
-    """Export a sentence-transformers model to a batch-invariant int8 ONNX encoder (needs semroute[export])."""
+    """Export a sentence-transformers model to a batch-invariant int8 ONNX encoder (needs semroute[build]; a model
+    other than a BERT with safetensors weights is traced with torch: semroute[export])."""
     from .export import export_encoder
 
     path = export_encoder(out, model=model, alpha=alpha)
@@ -81,7 +82,7 @@ def export_encoder_cmd(model: Path | None, out: Path | None, alpha: float) -> No
 
 
 def _resolve_encoder(encoder: Path | None, model: Path | None) -> Path:
-    """The encoder directory to build with; exported on first use when torch is available."""
+    """The encoder directory to build with; exported on first use (needs semroute[build], no torch)."""
     from .encoder import META_FILE
     from .export import default_encoder_dir, export_encoder
 

