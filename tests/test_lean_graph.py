@@ -153,3 +153,29 @@ def test_a_model_that_does_not_mean_pool_is_refused(tmp_path: Path) -> None:
     with pytest.raises(EncoderError, match="pools with cls"):
         export_encoder(tmp_path / "out", model=model)
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_int8_word_table_gathers_the_dequantized_rows(files: Any, weights: dict[str, np.ndarray]) -> None:
+    """The compressed table computes exactly what the dequantized table would, each row within half a step of the
+    float row; only the word table changes (the rest of the graph and its parameters are as before)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    plain, _ = _lean_graph.build(files.config, weights)
+    packed = _lean_graph.compress_word_table(onnx.load_from_string(plain.SerializeToString()))
+    onnx.checker.check_model(packed)
+    inits = {i.name: numpy_helper.to_array(i) for i in packed.graph.initializer}
+    q, scale = inits["word_table_q"], inits["word_table_scale"]
+    assert q.dtype == np.int8 and "word_table" not in inits
+    table = weights["embeddings.word_embeddings.weight"]
+    assert np.abs(q * scale - table).max() <= scale.max() / 2 + 1e-7
+    assert (np.abs(q).max(1) == 127).all()  # each row uses its full range
+
+    ids = np.array([[101, 2129, 2079, 1045, 2131, 1037, 25416, 8630, 102]], np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    packed.graph.output.append(onnx.helper.make_tensor_value_info("word_emb", onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(packed.SerializeToString(), providers=["CPUExecutionProvider"])
+    _, rows = sess.run(["embedding", "word_emb"], feeds)
+    np.testing.assert_array_equal(rows[0], (q[ids[0]].astype(np.float32) * scale[ids[0]]))
+    assert len(packed.graph.node) == len(plain.graph.node) + 3

