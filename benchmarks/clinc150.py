@@ -134,7 +134,8 @@ def run(out: Path) -> dict[str, Any]:
             if use_conf and share == OOS_SHARE and kind == max(best, key=lambda k: best[k]["row"]["val_accuracy"]):
                 write_report(out / "report", m, sweep(scored_test, **cost_inputs(crouter)),
                              title=f"CLINC150 test: {label}",
-                             thresholds_note="Thresholds fitted on val only.")
+                             thresholds_note="Thresholds fitted on val only.",
+                             bundle_thresholds=crouter.bundle.table.thresholds.tolist())
         results["test"] = table
         results["bundle_counts"] = load_bundle(best["knn"]["bundle"]).manifest["counts"]
     return results

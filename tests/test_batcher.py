@@ -24,7 +24,7 @@ class ScriptedRouter:
         self.release.set()
         self.fail_with: Exception | None = None
 
-    def route_batch(self, texts: Sequence[str], *, top_scores: int = 5, top_neighbours: int = 3) -> list[Decision]:
+    def semantic_batch(self, texts: Sequence[str], *, top_scores: int = 5, top_neighbours: int = 3) -> list[Decision]:
         self.batches.append(list(texts))
         self.started.set()
         assert self.release.wait(10)

@@ -118,7 +118,8 @@ def test_provenance_recorded(encoder_dir: Path, int8: OnnxEncoder) -> None:
     assert meta["source"]["weights_sha256"] and len(meta["source"]["weights_sha256"]) == 64
     assert meta["quantization"]["calibration_sentences"] >= 250
     assert meta["fingerprint"] == int8.fingerprint
-    assert "onnxruntime" in meta["versions"] and "torch" in meta["versions"]
+    assert "onnxruntime" in meta["versions"] and "safetensors" in meta["versions"]
+    assert "torch" not in meta["versions"]  # the default export reads the weights without it
 
 
 def test_missing_encoder_dir_is_a_clear_error(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,16 +19,24 @@ from server_harness import health_status, start_subprocess
 from semroute.client import AsyncRouterClient, RouterClient
 
 
+def _free_port() -> int:
+    # the port must be known before the server binds it (the test watches it open), so --port 0 will not do
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def test_not_bound_before_load_then_serving(bundle_dir: Path) -> None:
+    port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "semroute.cli", "serve", "--index", str(bundle_dir), "--port", "50093"],
+        [sys.executable, "-m", "semroute.cli", "serve", "--index", str(bundle_dir), "--port", str(port)],
         stderr=subprocess.DEVNULL,
     )
     try:
         seen = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            status = health_status("127.0.0.1:50093", timeout=0.2)
+            status = health_status(f"127.0.0.1:{port}", timeout=0.2)
             seen.append(status)
             if status is not None:
                 break

@@ -13,10 +13,12 @@ from .errors import (
     DeadlineExceededError,
     EncoderError,
     OverloadedError,
+    PolicyDeniedError,
     RequestError,
     SemrouteError,
     UnavailableError,
 )
+from .policy.types import RequestContext, RuntimeView
 from .router import Router
 from .routes import RouteSet, load_routes
 from .scoring import Decision, Reason
@@ -29,10 +31,13 @@ __all__ = [
     "Decision",
     "EncoderError",
     "OverloadedError",
+    "PolicyDeniedError",
     "Reason",
+    "RequestContext",
     "RequestError",
     "RouteSet",
     "Router",
+    "RuntimeView",
     "SemrouteError",
     "UnavailableError",
     "__version__",

@@ -26,18 +26,22 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from . import __version__
+from ._bundle_schema import check_embeddings, check_head, check_manifest, check_routes
 from ._fs import replace_dir, temp_dir_beside
 from .confidence import ConfidenceModel
 from .encoder import META_FILE, MODEL_FILE, TOKENIZER_FILE, Encoder, file_sha256, fingerprint_dir
-from .errors import BundleError
+from .errors import BundleError, RequestError
 from .heads import LogisticHead, fit_head
 from .index import VectorIndex, choose_factory
+from .policy.compile import policy_doc
+from .policy.schema import PolicySpec
+from .policy.types import Candidate
 from .routes import Defaults, ModelSpec, RouteSet
 from .scoring import RouteTable
 
@@ -66,6 +70,15 @@ class Bundle:
     models: dict[str, ModelSpec]
     head: LogisticHead | None = None
     confidence: ConfidenceModel | None = None
+    policy: PolicySpec | None = None  # None: the route files declare no policy
+
+    def route_candidates(self) -> dict[str, tuple[Candidate, ...]]:
+        """Each route's candidate models (a bundle built before candidates existed: its one model)."""
+        return {r["name"]: _candidates(r.get("candidates"), r["model"]) for r in self.routes["routes"]}
+
+    def fallback_candidates(self) -> tuple[Candidate, ...]:
+        return _candidates(self.routes.get("fallback_candidates"), self.routes["fallback_model"])
+
 
     @property
     def version(self) -> str:
@@ -74,6 +87,12 @@ class Bundle:
     @property
     def encoder_dir(self) -> Path:
         return self.path / ENCODER_DIR
+
+
+def _candidates(listed: list[dict[str, Any]] | None, model: str) -> tuple[Candidate, ...]:
+    if not listed:
+        return (Candidate(model),)
+    return tuple(Candidate(c["model"], c.get("quality")) for c in listed)
 
 
 def _utterance_rows(rs: RouteSet) -> list[dict[str, Any]]:
@@ -153,7 +172,9 @@ def build_bundle(
 
     routes_doc: dict[str, Any] = {
         "fallback_model": routeset.fallback_model,
+        "fallback_candidates": [{"model": c.model, "quality": c.quality} for c in routeset.fallback_candidates],
         "models": {k: v.model_dump() for k, v in routeset.models.items()},
+        "policy": policy_doc(routeset.policy) if routeset.policy is not None else None,
         "defaults": routeset.defaults.model_dump(),
         "routes": [
             {
@@ -165,6 +186,7 @@ def build_bundle(
                 "metadata": r.metadata,
                 "n_utterances": len(r.utterances),
                 "n_negative": len(r.negative_utterances),
+                "candidates": [{"model": c.model, "quality": c.quality} for c in r.candidates],
             }
             for r in routeset.routes
         ],
@@ -229,65 +251,81 @@ def build_bundle(
 
 
 def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
-    """Load and check a bundle. Raises BundleError saying what is wrong and what to do."""
+    """Load and check a bundle. Raises BundleError saying what is wrong and what to do: every malformed file
+    (truncated, flipped bytes, JSON of the wrong shape) is one of these, never another exception."""
     path = Path(path)
     if not path.is_dir():
         raise BundleError(
             f"{path}: no such bundle directory; build one with 'semroute build-index ROUTES --out {path}'"
         )
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        manifest = json.loads((path / MANIFEST).read_bytes())
     except FileNotFoundError:
         raise BundleError(f"{path}: not a bundle (no {MANIFEST}); rebuild it with 'semroute build-index'") from None
-    except ValueError as e:
-        raise BundleError(f"{path / MANIFEST}: corrupt manifest ({e}); rebuild the bundle") from e
+    except (OSError, ValueError) as e:  # ValueError: bad JSON or bad UTF-8
+        raise BundleError(f"{path / MANIFEST}: corrupt manifest ({_one_line(e)}); rebuild the bundle") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{path / MANIFEST}: corrupt manifest (a JSON {type(manifest).__name__}, not an object); "
+                          "rebuild the bundle")
     if manifest.get("format") != FORMAT_VERSION:
         raise BundleError(
             f"{path}: bundle format {manifest.get('format')!r} is not supported by semroute {__version__} "
             f"(expects {FORMAT_VERSION}); rebuild it with this version's 'semroute build-index'"
         )
+    m = check_manifest(path / MANIFEST, manifest)
     for name in (*_HASHED, MANIFEST):
         if not (path / name).is_file():
             raise BundleError(f"{path}: bundle is incomplete ({name} missing); rebuild it")
     for name in (MODEL_FILE, TOKENIZER_FILE, META_FILE):
         if not (path / ENCODER_DIR / name).is_file():
             raise BundleError(f"{path}: bundle encoder is incomplete ({ENCODER_DIR}/{name} missing); rebuild it")
-    expected_fp = manifest.get("encoder", {}).get("fingerprint")
-    actual_fp = fingerprint_dir(path / ENCODER_DIR)
+    expected_fp = m.encoder.fingerprint
+    actual_fp = _guarded(path, ENCODER_DIR, lambda p: fingerprint_dir(p))
     if expected_fp != actual_fp:
         raise BundleError(
             f"{path}: encoder fingerprint mismatch (manifest {str(expected_fp)[:12]}, files {actual_fp[:12]}): "
             "the encoder was changed after the bundle was built; rebuild the bundle"
         )
     if verify_hashes:
-        for name, digest in manifest.get("files", {}).items():
-            if file_sha256(path / name) != digest:
+        for name, digest in m.files.items():
+            if not (path / name).is_file():
+                raise BundleError(f"{path}: bundle is incomplete ({name} missing); rebuild it")
+            if _guarded(path, name, file_sha256) != digest:
                 raise BundleError(f"{path}: {name} does not match its hash in the manifest (corrupt); rebuild it")
-    try:
-        routes = json.loads((path / ROUTES).read_text())
-        embeddings = np.load(path / EMBEDDINGS)
-    except (ValueError, OSError) as e:
-        raise BundleError(f"{path}: cannot read the route table or embeddings ({e}); rebuild it") from e
-    index = VectorIndex.load(path / INDEX, manifest.get("settings", {}).get("index_factory", "?"))
-    head = LogisticHead.load(str(path / HEAD)) if HEAD in manifest.get("files", {}) else None
-    confidence = None
-    if CONFIDENCE in manifest.get("files", {}):
-        try:
-            confidence = ConfidenceModel.from_dict(json.loads((path / CONFIDENCE).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise BundleError(f"{path}: cannot read {CONFIDENCE} ({e}); calibrate or rebuild the bundle") from e
+    dim = m.encoder.dim
+    routes = _guarded(path, ROUTES, lambda p: json.loads(p.read_bytes()))
+    check_routes(path / ROUTES, routes)
     rows = routes["utterances"]
-    if index.ntotal != len(rows) or len(embeddings) != len(rows):
+    vectors = _guarded(path, EMBEDDINGS, _load_npy)
+    embeddings = check_embeddings(path / EMBEDDINGS, vectors, len(rows), dim)
+    factory = m.settings.get("index_factory", "?")
+    index = _guarded(path, INDEX, lambda p: VectorIndex.load(p, str(factory)))
+    if index.ntotal != len(rows):
         raise BundleError(
             f"{path}: index holds {index.ntotal} vectors but the route table {len(rows)} utterances; rebuild it"
         )
-    if index.dim != manifest["encoder"]["dim"]:
-        raise BundleError(f"{path}: index dimension {index.dim} != encoder dimension; rebuild it")
+    if index.dim != dim:
+        raise BundleError(f"{path}: index dimension {index.dim} != encoder dimension {dim}; rebuild it")
+    head = None
+    if HEAD in m.files:
+        head = _guarded(path, HEAD, lambda p: LogisticHead.load(str(p)))
+        check_head(path / HEAD, head.weights, head.bias, len(routes["routes"]), dim)
+        if head.n_routes != len(routes["routes"]):
+            raise BundleError(f"{path / HEAD}: the head has {head.n_routes} routes, the route table "
+                              f"{len(routes['routes'])}; rebuild the bundle")
+    confidence = None
+    if CONFIDENCE in m.files:
+        try:
+            confidence = ConfidenceModel.from_dict(json.loads((path / CONFIDENCE).read_bytes()))
+        except Exception as e:
+            raise BundleError(f"{path}: cannot read {CONFIDENCE} ({_one_line(e)}); calibrate or rebuild the "
+                              "bundle") from None
     try:
         defaults = Defaults.model_validate(routes["defaults"])
         models = {k: ModelSpec.model_validate(v) for k, v in routes["models"].items()}
+        policy = PolicySpec.model_validate(routes["policy"]) if routes.get("policy") is not None else None
     except Exception as e:  # pydantic.ValidationError; a bundle is machine-written, so this is corruption
-        raise BundleError(f"{path}: invalid route table ({e}); rebuild it") from e
+        raise BundleError(f"{path}: invalid route table ({_one_line(e)}); rebuild it") from None
     return Bundle(
         path=path,
         manifest=manifest,
@@ -299,7 +337,32 @@ def load_bundle(path: str | Path, *, verify_hashes: bool = True) -> Bundle:
         models=models,
         head=head,
         confidence=confidence,
+        policy=policy,
     )
+
+
+T = TypeVar("T")
+
+
+def _guarded(path: Path, name: str, read: Callable[[Path], T]) -> T:
+    """``read(path / name)``, with any failure (OSError, bad JSON, BadZipFile, a FAISS RuntimeError, ...) turned
+    into a one-line BundleError naming the file."""
+    try:
+        return read(path / name)
+    except BundleError:
+        raise
+    except Exception as e:
+        raise BundleError(f"{path / name}: unreadable ({_one_line(e)}); rebuild the bundle") from None
+
+
+def _load_npy(path: Path) -> Any:
+    with path.open("rb") as f:  # our own handle, closed whatever np.load makes of the bytes
+        return np.load(f, allow_pickle=False)
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200]}" if text else type(e).__name__
 
 
 def make_table(routes: dict[str, Any], thresholds: dict[str, float] | None = None) -> RouteTable:
@@ -316,6 +379,21 @@ def make_table(routes: dict[str, Any], thresholds: dict[str, float] | None = Non
         fallback_model=routes["fallback_model"],
         n_positive=np.array([r["n_utterances"] for r in routes["routes"]], dtype=np.int64),
     )
+
+
+def check_out_dir(out: Path, *, force: bool) -> None:
+    """Refuse to replace an existing directory unless asked to, and even then only a bundle (or an empty
+    directory): ``calibrate --out`` pointed at the wrong path must not wipe it. Checked before any work."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise RequestError("--out", f"{out} exists and is not a directory; choose a new directory")
+    if not force:
+        raise RequestError("--out", f"{out} already exists; choose a new directory, or pass --force to replace it")
+    if (out / MANIFEST).is_file() or not any(out.iterdir()):
+        return
+    raise RequestError("--out", f"{out} is a non-empty directory that is not a bundle; --force replaces only a "
+                       "bundle: choose a new directory")
 
 
 def derive_bundle(

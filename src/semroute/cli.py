@@ -1,7 +1,7 @@
 """The ``semroute`` command: parse, call, print, and turn errors into one-line messages and exit codes.
 
 Heavy modules (onnxruntime, faiss, grpc server, torch) are imported inside commands, so ``semroute --help`` is fast.
-Every option can also be set from the environment as ``SEMROUTE_<OPTION>`` (e.g. ``SEMROUTE_PORT``).
+Every option can also be set from the environment as ``SEMROUTE_<OPTION>`` (e.g. ``SEMROUTE_PORT``; see _envvars.py).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
+from ._envvars import EnvGroup
 from .errors import SemrouteError, exit_code
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -35,7 +36,7 @@ def _errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group(context_settings={"auto_envvar_prefix": "SEMROUTE", "help_option_names": ["-h", "--help"]})
+@click.group(cls=EnvGroup, context_settings={"auto_envvar_prefix": "SEMROUTE", "help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="semroute")
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True,
@@ -57,6 +58,8 @@ def validate(routes: Sequence[Path]) -> None:
     from .routes import load_routes
 
     rs = load_routes(routes)
+    for w in rs.warnings:
+        click.echo(w, err=True)
     n = sum(len(r.utterances) for r in rs.routes)
     click.echo(
         f"ok: {len(rs.routes)} routes, {n} utterances, {len(rs.models)} models, fallback {rs.fallback_model} "
@@ -120,6 +123,8 @@ def build_index(
 
     t0 = time.perf_counter()
     rs = load_routes(routes)  # validate before any expensive work
+    for w in rs.warnings:
+        click.echo(w, err=True)
     enc_dir = _resolve_encoder(encoder, model)
     enc = OnnxEncoder(enc_dir, threads=threads)
     total = sum(len(r.utterances) + len(r.negative_utterances) for r in rs.routes) + len(rs.fallback_utterances)
@@ -131,6 +136,56 @@ def build_index(
     )
 
 
+_POLICY_OPTIONS = [
+    click.option("--tenant", default="", help="Tenant the request is for (policy rules may read it)."),
+    click.option("--tier", default="", help="User tier (must be declared by the policy, unless it has a default)."),
+    click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="A request label (repeatable)."),
+    click.option("--max-cost", type=float, help="Tighten the tier's cost ceiling for these requests."),
+    click.option("--quality-floor", type=float, help="Raise the tier's quality floor for these requests."),
+    click.option("--objective", type=click.Choice(["quality", "cheapest", "blend"]), help="Objective to use."),
+    click.option("--no-policy", is_flag=True, help="The semantic step alone (in-process only)."),
+]
+
+
+def _policy_options(fn: F) -> F:
+    for opt in reversed(_POLICY_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def _decide(
+    items: list[str], index_dir: Path | None, server: str | None, top: int, neighbours: int, opts: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Decisions as dicts, in-process or from a server, with the policy options applied."""
+    from .errors import RequestError
+    from .policy.requests import check_labels, check_policy_options, parse_label
+
+    if (index_dir is None) == (server is None):
+        raise RequestError("--index/--server", "give exactly one of --index DIR or --server HOST:PORT")
+    labels = dict(parse_label(x) for x in opts["labels"])
+    check_labels("--label", labels)
+    check_policy_options("--", opts["max_cost"], opts["quality_floor"], opts["objective"])
+    if server is not None:
+        if opts["no_policy"]:
+            raise RequestError("--no-policy", "works in-process only (--index); a server always applies its policy")
+        from .client import PolicyOptions, RouterClient
+
+        with RouterClient(server) as client:
+            return [d.to_dict() for d in client.route_batch(
+                items, tenant=opts["tenant"], user_tier=opts["tier"], labels=labels, top_scores=top,
+                top_neighbours=neighbours,
+                policy=PolicyOptions(opts["max_cost"], opts["quality_floor"], opts["objective"]),
+            )]
+    from .policy.types import RequestContext
+    from .router import Router
+
+    router = Router.load(index_dir)  # type: ignore[arg-type]
+    ctx = RequestContext(tenant=opts["tenant"], tier=opts["tier"], labels=labels, max_cost=opts["max_cost"],
+                         quality_floor=opts["quality_floor"], objective=opts["objective"])
+    return [d.to_dict() for d in router.route_batch(items, contexts=[ctx] * len(items), top_scores=top,
+                                                   top_neighbours=neighbours, policy=not opts["no_policy"])]
+
+
 @main.command()
 @click.argument("texts", nargs=-1)
 @click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Bundle directory (in-process).")
@@ -138,33 +193,38 @@ def build_index(
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--top", type=int, default=5, show_default=True, help="Route scores to show.")
 @click.option("--neighbours", type=int, default=3, show_default=True, help="Nearest utterances to show.")
+@_policy_options
 @_errors
 def route(
-    texts: Sequence[str], index_dir: Path | None, server: str | None, as_json: bool, top: int, neighbours: int
+    texts: Sequence[str], index_dir: Path | None, server: str | None, as_json: bool, top: int, neighbours: int,
+    **opts: Any,
 ) -> None:
     """Route TEXT... (or lines of stdin when no TEXT is given) and print one decision per text."""
     from .errors import RequestError
 
-    if (index_dir is None) == (server is None):
-        raise RequestError("--index/--server", "give exactly one of --index DIR or --server HOST:PORT")
     items = list(texts) or [line.rstrip("\n") for line in sys.stdin if line.strip()]
     if not items:
         raise RequestError("text", "no text given; pass TEXT arguments or lines on stdin")
-    if server is not None:
-        from .client import RouterClient
-
-        with RouterClient(server) as client:
-            decisions = [d.to_dict() for d in client.route_batch(items, top_scores=top, top_neighbours=neighbours)]
-    else:
-        from .router import Router
-
-        router = Router.load(index_dir)  # type: ignore[arg-type]
-        decisions = [d.to_dict() for d in router.route_batch(items, top_scores=top, top_neighbours=neighbours)]
+    decisions = _decide(items, index_dir, server, top, neighbours, opts)
     for text, d in zip(items, decisions, strict=True):
         if as_json:
             click.echo(json.dumps({"text": text, **d}, ensure_ascii=False))
         else:
             _print_decision(text, d)
+
+
+@main.command()
+@click.argument("texts", nargs=-1, required=True)
+@click.option("--index", "index_dir", type=click.Path(path_type=Path), help="Bundle directory (in-process).")
+@click.option("--server", help="HOST:PORT of a running 'semroute serve'.")
+@_policy_options
+@_errors
+def explain(texts: Sequence[str], index_dir: Path | None, server: str | None, **opts: Any) -> None:
+    """Print how the policy decided for each TEXT: rules fired, constraints, candidates, objective."""
+    from .policy.explain import render
+
+    for text, d in zip(texts, _decide(list(texts), index_dir, server, 5, 3, opts), strict=True):
+        click.echo(render(text, d))
 
 
 def _print_decision(text: str, d: dict[str, Any]) -> None:
@@ -177,6 +237,14 @@ def _print_decision(text: str, d: dict[str, Any]) -> None:
     )
     others = ", ".join(f"{s['route']}={s['score']:.3f}" for s in d["scores"])
     click.echo(f"  scores: {others}")
+    if d.get("policy_version"):
+        cost = d["estimated_cost"]
+        click.echo(f"  policy: tier={d['tier'] or '-'}  objective={d['objective']}  "
+                   f"cost={cost:.6g}  pii={','.join(d['pii_kinds']) or '-'}"
+                   + (f"  rule={d['rule']}" if d["rule"] else ""))
+    for n in d["neighbours"]:  # as many as --neighbours asked for
+        where = n["route"] or "fallback"
+        click.echo(f"  near: {n['similarity']:.3f} {where}{' (negative)' if n['negative'] else ''}  {n['text']!r}")
 
 
 @main.command("eval")
@@ -184,21 +252,35 @@ def _print_decision(text: str, d: dict[str, Any]) -> None:
 @click.option("--data", required=True, type=click.Path(path_type=Path), help="Labelled JSONL (route: null = fallback).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object with every metric.")
 @click.option("--report", type=click.Path(path_type=Path), help="Write report.md and PNG plots to this directory.")
+@click.option("--tier", "tiers", multiple=True,
+              help="Evaluate the policy with every query in this tier (repeatable; default: each line's metadata).")
+@click.option("--each-tier", is_flag=True, help="Evaluate the policy once per declared tier.")
 @_errors
-def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) -> None:
-    """Evaluate a bundle on labelled data: accuracy, fallback precision/recall, per-route F1, cost, latency."""
+def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None, tiers: Sequence[str],
+             each_tier: bool) -> None:
+    """Evaluate a bundle on labelled data: accuracy, fallback precision/recall, per-route F1, cost, latency, and
+    the routing policy on vs off (cost by tier)."""
     from .evaluation import cost_inputs, evaluate, sweep
     from .labelled import load_labelled
     from .router import Router
 
+    if report is not None:
+        from .report import require_matplotlib
+
+        require_matplotlib()  # before the evaluation runs, not after
     router = Router.load(index_dir)
     labelled = load_labelled(data, known_routes=router.bundle.table.names)
     m, scored = evaluate(router, labelled.examples)
     m["data"] = {"path": str(data), "sha256": labelled.sha256}
+    from .policy.evaluate import policy_side_by_side
+
+    run_tiers = list(router.policy.spec.tiers) if each_tier and router.policy is not None else list(tiers)
+    m["policy"] = policy_side_by_side(router, labelled.examples, run_tiers or None)
     if report is not None:
         from .report import write_report
 
-        path = write_report(report, m, sweep(scored, **cost_inputs(router)), title=f"semroute eval: {data.name}")
+        path = write_report(report, m, sweep(scored, **cost_inputs(router)), title=f"semroute eval: {data.name}",
+                            bundle_thresholds=router.bundle.table.thresholds.tolist())
         click.echo(f"wrote {path}", err=True)
     if as_json:
         click.echo(json.dumps(m))
@@ -208,6 +290,15 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) ->
     if "cost" in m:
         click.echo(f"cost vs all-fallback: {m['cost']['ratio']:.1%} ({m['cost']['assumption']})")
     click.echo(f"decision latency: median {m['latency']['median_ms']:.2f} ms, p99 {m['latency']['p99_ms']:.2f} ms")
+    p = m["policy"]
+    if not p["policy_version"]:
+        return
+    click.echo(f"policy {p['policy_version']}: cost on {p['on']['cost']:.6g} vs off {p['off']['cost']:.6g}, "
+               f"{p['on']['denied']} denied ({p['assumption']})")
+    for name, row in p["by_tier"].items():
+        click.echo(f"  tier {name}: n={row['n']}  cost on/off {row['cost_on']:.6g}/{row['cost_off']:.6g} "
+                   f"({row['cost_ratio']:.1%})  denied={row['denied']}  model changed={row['changed']}  "
+                   f"models {row['models_on']}")
 
 
 @main.command()
@@ -223,11 +314,14 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None) ->
               help="Shrinkage towards the global threshold, in validation examples.")
 @click.option("--confidence/--no-confidence", default=True, show_default=True,
               help="Fit a confidence model (score, margin, kNN, head, nearest similarity) and threshold it.")
+@click.option("--force", is_flag=True, help="Replace --out if it already holds a bundle.")
 @_errors
 def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: float | None, oos_share: float | None,
-              prior: float, confidence: bool) -> None:
+              prior: float, confidence: bool, force: bool) -> None:
     """Fit per-route thresholds on validation data and write them as a new bundle version."""
-    from .bundle import derive_bundle
+    from .bundle import check_out_dir, derive_bundle
+
+    check_out_dir(out, force=force)
     from .calibration import calibrate as fit
     from .evaluation import score_examples
     from .labelled import load_labelled
@@ -259,10 +353,14 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
               help="Queued queries past which requests get RESOURCE_EXHAUSTED.")
 @click.option("--max-text-chars", default=10_000, show_default=True, help="Longest accepted query text.")
 @click.option("--max-batch-queries", default=256, show_default=True, help="Most queries in one RouteBatch call.")
-@click.option("--grace-period", default=10.0, show_default=True, help="Seconds to drain on SIGTERM/SIGINT.")
+@click.option("--grace-period", default=10.0, show_default=True,
+              help="Seconds to drain on SIGTERM/SIGINT; keep it below the orchestrator's termination grace period "
+              "(docs/operations.md).")
 @click.option("--watch/--no-watch", default=True, show_default=True,
               help="Reload when the bundle on disk changes (SIGHUP always reloads).")
 @click.option("--watch-interval", default=2.0, show_default=True, help="Seconds between bundle checks.")
+@click.option("--max-tenants", default=100, show_default=True,
+              help="Distinct tenants labelled in semroute_tenant_requests_total; later ones share '(other)'.")
 @_errors
 def serve(index_dir: Path, **options: Any) -> None:
     """Serve the Router gRPC API (with health checking and reflection) on a bundle."""

@@ -11,14 +11,15 @@ the in-process Router returns; errors are the same ``SemrouteError`` classes.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 
 import grpc
 
 from ._proto.semroute.v1 import router_pb2 as pb
 from ._proto.semroute.v1 import router_pb2_grpc as pb_grpc
-from .errors import BundleError, OverloadedError, RequestError, SemrouteError, UnavailableError
+from .errors import BundleError, OverloadedError, PolicyDeniedError, RequestError, SemrouteError, UnavailableError
 from .scoring import Decision
 from .server.convert import decision_from_pb
 
@@ -30,6 +31,8 @@ def _error(e: grpc.RpcError) -> SemrouteError:
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         field, _, msg = details.partition(": ")
         return RequestError(field, msg or details)
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PolicyDeniedError(details)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return OverloadedError(details)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
@@ -39,12 +42,31 @@ def _error(e: grpc.RpcError) -> SemrouteError:
     return SemrouteError(f"{code.name}: {details}")
 
 
-def _metadata(tenant: str, user_tier: str, request_id: str) -> pb.RequestMetadata:
-    return pb.RequestMetadata(tenant=tenant, user_tier=user_tier, request_id=request_id)
+def _metadata(
+    tenant: str, user_tier: str, request_id: str, labels: Mapping[str, str] | None = None
+) -> pb.RequestMetadata:
+    return pb.RequestMetadata(tenant=tenant, user_tier=user_tier, request_id=request_id, labels=labels or {})
 
 
-def _options(top_scores: int, top_neighbours: int) -> pb.RouteOptions:
-    return pb.RouteOptions(top_scores=top_scores, top_neighbours=top_neighbours)
+def _options(top_scores: int, top_neighbours: int, policy: PolicyOptions | None = None) -> pb.RouteOptions:
+    opts = pb.RouteOptions(top_scores=top_scores, top_neighbours=top_neighbours)
+    if policy is not None:
+        if policy.max_cost is not None:
+            opts.max_cost = policy.max_cost
+        if policy.quality_floor is not None:
+            opts.quality_floor = policy.quality_floor
+        if policy.objective is not None:
+            opts.objective = policy.objective
+    return opts
+
+
+@dataclass(frozen=True)
+class PolicyOptions:
+    """Per-request tightening of the tier's settings (RouteOptions fields 20-22)."""
+
+    max_cost: float | None = None
+    quality_floor: float | None = None
+    objective: str | None = None
 
 
 class RouterClient:
@@ -57,10 +79,12 @@ class RouterClient:
 
     def route(
         self, text: str, *, tenant: str = "", user_tier: str = "", request_id: str = "",
-        top_scores: int = 5, top_neighbours: int = 3,
+        top_scores: int = 5, top_neighbours: int = 3, labels: Mapping[str, str] | None = None,
+        policy: PolicyOptions | None = None,
     ) -> Decision:
         req = pb.RouteRequest(
-            text=text, metadata=_metadata(tenant, user_tier, request_id), options=_options(top_scores, top_neighbours)
+            text=text, metadata=_metadata(tenant, user_tier, request_id, labels),
+            options=_options(top_scores, top_neighbours, policy),
         )
         try:
             return decision_from_pb(self._stub.Route(req, timeout=self.timeout).decision)
@@ -69,11 +93,12 @@ class RouterClient:
 
     def route_batch(
         self, texts: Sequence[str], *, tenant: str = "", user_tier: str = "", top_scores: int = 5,
-        top_neighbours: int = 3,
+        top_neighbours: int = 3, labels: Mapping[str, str] | None = None, policy: PolicyOptions | None = None,
     ) -> list[Decision]:
-        md = _metadata(tenant, user_tier, "")
+        md = _metadata(tenant, user_tier, "", labels)
         req = pb.RouteBatchRequest(
-            queries=[pb.Query(text=t, metadata=md) for t in texts], options=_options(top_scores, top_neighbours)
+            queries=[pb.Query(text=t, metadata=md) for t in texts],
+            options=_options(top_scores, top_neighbours, policy),
         )
         try:
             return [decision_from_pb(d) for d in self._stub.RouteBatch(req, timeout=self.timeout).decisions]
@@ -107,10 +132,12 @@ class AsyncRouterClient:
 
     async def route(
         self, text: str, *, tenant: str = "", user_tier: str = "", request_id: str = "",
-        top_scores: int = 5, top_neighbours: int = 3,
+        top_scores: int = 5, top_neighbours: int = 3, labels: Mapping[str, str] | None = None,
+        policy: PolicyOptions | None = None,
     ) -> Decision:
         req = pb.RouteRequest(
-            text=text, metadata=_metadata(tenant, user_tier, request_id), options=_options(top_scores, top_neighbours)
+            text=text, metadata=_metadata(tenant, user_tier, request_id, labels),
+            options=_options(top_scores, top_neighbours, policy),
         )
         try:
             return decision_from_pb((await self._stub.Route(req, timeout=self.timeout)).decision)
@@ -119,11 +146,12 @@ class AsyncRouterClient:
 
     async def route_batch(
         self, texts: Sequence[str], *, tenant: str = "", user_tier: str = "", top_scores: int = 5,
-        top_neighbours: int = 3,
+        top_neighbours: int = 3, labels: Mapping[str, str] | None = None, policy: PolicyOptions | None = None,
     ) -> list[Decision]:
-        md = _metadata(tenant, user_tier, "")
+        md = _metadata(tenant, user_tier, "", labels)
         req = pb.RouteBatchRequest(
-            queries=[pb.Query(text=t, metadata=md) for t in texts], options=_options(top_scores, top_neighbours)
+            queries=[pb.Query(text=t, metadata=md) for t in texts],
+            options=_options(top_scores, top_neighbours, policy),
         )
         try:
             resp = await self._stub.RouteBatch(req, timeout=self.timeout)

@@ -66,6 +66,12 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> Encoded: ...
 
 
+def _int(value: Any, name: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{name} must be an integer in [{low}, {high}], not {value!r}")
+    return value
+
+
 def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with path.open("rb") as f:
@@ -113,11 +119,15 @@ class OnnxEncoder:
                     "'semroute export-encoder --out DIR' (needs: pip install 'semroute[build]')"
                 )
         try:
-            self._meta: dict[str, Any] = json.loads(meta_path.read_text())
-            self._dim = int(self._meta["dim"])
-            self._max_tokens = int(self._meta["max_tokens"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise EncoderError(f"{meta_path}: unreadable encoder metadata ({e})") from e
+            self._meta: dict[str, Any] = json.loads(meta_path.read_bytes())
+            self._dim = _int(self._meta["dim"], "dim", 1, 65_536)
+            self._max_tokens = _int(self._meta["max_tokens"], "max_tokens", 1, 1 << 20)
+            pad_id = _int(self._meta.get("pad_id", 0), "pad_id", 0, 1 << 31)
+            pad_token = self._meta.get("pad_token", "[PAD]")
+            if not isinstance(pad_token, str):
+                raise TypeError("pad_token must be a string")
+        except (ValueError, KeyError, TypeError, AttributeError) as e:  # AttributeError: not a JSON object
+            raise EncoderError(f"{meta_path}: unreadable encoder metadata ({type(e).__name__}: {e})") from None
         self._fingerprint = fingerprint_dir(self.directory, model_file)
         try:
             tok = Tokenizer.from_file(str(self.directory / TOKENIZER_FILE))
@@ -125,8 +135,7 @@ class OnnxEncoder:
             raise EncoderError(f"{self.directory / TOKENIZER_FILE}: cannot load tokenizer ({e})") from e
         # The shipped tokenizer pads everything to 128 tokens; pad to the longest in the batch instead, and
         # truncate at the model's limit so long inputs are cut, not rejected.
-        pad_id = int(self._meta.get("pad_id", 0))
-        tok.enable_padding(pad_id=pad_id, pad_token=str(self._meta.get("pad_token", "[PAD]")))
+        tok.enable_padding(pad_id=pad_id, pad_token=pad_token)
         tok.enable_truncation(max_length=self._max_tokens)
         self._tokenizer = tok
         opts = ort.SessionOptions()

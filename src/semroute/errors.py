@@ -6,6 +6,7 @@
     ├── EncoderError             encoder files missing or unusable, export failed
     ├── BundleError              index bundle missing, corrupt, or built for another encoder/format
     ├── RequestError             a request a client sent is invalid (names the field)
+    ├── PolicyDeniedError        the routing policy refuses the request (names the rule, or why no model is eligible)
     ├── OverloadedError          admission control refused the request (queue full)
     └── UnavailableError         not serving yet, or shutting down
         └── DeadlineExceededError    the client's deadline passed before the query reached the encoder
@@ -74,6 +75,11 @@ class RequestError(SemrouteError):
         super().__init__(f"{field}: {message}")
 
 
+class PolicyDeniedError(SemrouteError):
+    """The routing policy refuses this request: a ``deny`` rule fired (the message names it), or no candidate
+    model is eligible and the policy declares ``no_eligible: {action: deny}``."""
+
+
 class OverloadedError(SemrouteError):
     """Too many requests are queued; the caller should back off and retry."""
 
@@ -91,6 +97,7 @@ _TABLE: dict[type[SemrouteError], tuple[grpc.StatusCode, int]] = {
     ConfigError: (grpc.StatusCode.INVALID_ARGUMENT, 2),
     DataError: (grpc.StatusCode.INVALID_ARGUMENT, 2),
     RequestError: (grpc.StatusCode.INVALID_ARGUMENT, 2),
+    PolicyDeniedError: (grpc.StatusCode.PERMISSION_DENIED, 6),
     BundleError: (grpc.StatusCode.FAILED_PRECONDITION, 3),
     EncoderError: (grpc.StatusCode.FAILED_PRECONDITION, 3),
     OverloadedError: (grpc.StatusCode.RESOURCE_EXHAUSTED, 4),

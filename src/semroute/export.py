@@ -207,7 +207,7 @@ def export_encoder(
                 "path": str(model_path),
                 "weights_sha256": _weights_hash(model_path),
             },
-            "versions": _versions(),
+            "versions": _versions(graph),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -380,12 +380,15 @@ def _weights_hash(model_path: Path) -> str | None:
     return None
 
 
-def _versions() -> dict[str, str]:
+def _versions(graph: str) -> dict[str, str]:
+    """The versions of what wrote this encoder (the lean graph reads no torch, so records none)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("semroute", "onnx", "onnxruntime", "tokenizers", "safetensors", "torch", "sentence-transformers",
-                "transformers"):
+    used: tuple[str, ...] = ("semroute", "numpy", "onnx", "onnxruntime", "tokenizers", "safetensors")
+    if graph != "lean":
+        used += ("torch", "sentence-transformers", "transformers")
+    for pkg in used:
         with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
     return out

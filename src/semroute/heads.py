@@ -16,6 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from .errors import ConfigError
+from .routes import MAX_HEAD_CELLS
+
 _EPOCHS = 300
 _LR = 0.05
 _SCALE = 20.0  # logits on unit vectors need a temperature; learned weights start from scaled centroids
@@ -40,7 +43,8 @@ class LogisticHead:
 
     @classmethod
     def load(cls, path: str) -> LogisticHead:
-        with np.load(path) as f:
+        # our own handle: np.load leaks the one it opens when the file is not a valid zip
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             return cls(f["weights"], f["bias"], int(f["n_routes"]))
 
 
@@ -51,6 +55,9 @@ def fit_head(
     (on the mean class-balanced log-loss)."""
     has_none = bool((labels < 0).any())
     k = n_routes + (1 if has_none else 0)
+    if len(labels) * k > MAX_HEAD_CELLS:  # route files are checked at load; this guards other callers
+        raise ConfigError(f"the logistic head would be fitted over {len(labels)} utterances x {k} classes "
+                          f"(limit {MAX_HEAD_CELLS:,} cells)", hint="use 'scorer: knn' or fewer routes/utterances")
     y = np.where(labels < 0, n_routes, labels)
     x = vectors.astype(np.float32)
     n = x.shape[0]
@@ -69,7 +76,11 @@ def fit_head(
         z -= z.max(1, keepdims=True)
         p = np.exp(z)
         p /= p.sum(1, keepdims=True)
-        g = (p - onehot) * cw / n
+        # in place (same arithmetic as (p - onehot) * cw / n): each temporary would be another (n, k) matrix
+        g = p
+        g -= onehot
+        g *= cw
+        g /= n
         gw = x.T @ g + l2 * w
         gb = g.sum(0)
         mw = b1 * mw + (1 - b1) * gw

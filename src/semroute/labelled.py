@@ -1,5 +1,6 @@
 """Labelled data for eval and calibrate: JSONL, one ``{"text": "...", "route": "billing"}`` per line, with
-``"route": null`` for a query that should go to the fallback model (out of scope).
+``"route": null`` for a query that should go to the fallback model (out of scope). A line may carry the request
+metadata the policy reads: ``"metadata": {"tenant": "acme", "user_tier": "free", "labels": {"k": "v"}}``.
 
     >>> examples = load_labelled("val.jsonl", known_routes={"billing", "coding"})
 """
@@ -11,6 +12,7 @@ import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import DataError
 
@@ -19,6 +21,7 @@ from .errors import DataError
 class Example:
     text: str
     route: str | None  # None: should fall back
+    metadata: dict[str, Any] | None = None  # tenant, user_tier, labels (what a request's metadata carries)
 
 
 @dataclass(frozen=True)
@@ -45,9 +48,13 @@ def load_labelled(path: str | Path, *, known_routes: Collection[str] | None = No
             raise DataError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from None
         if not isinstance(obj, dict):
             raise DataError(f"{where}: expected a JSON object like {{\"text\": ..., \"route\": ...}}")
-        extra = set(obj) - {"text", "route"}
+        extra = set(obj) - {"text", "route", "metadata"}
         if extra:
-            raise DataError(f"{where}: unknown key(s) {sorted(extra)}; only 'text' and 'route' are allowed")
+            raise DataError(f"{where}: unknown key(s) {sorted(extra)}; only 'text', 'route' and 'metadata' are "
+                            "allowed")
+        md = obj.get("metadata")
+        if md is not None:
+            _check_metadata(where, md)
         text, route = obj.get("text"), obj.get("route", ...)
         if not isinstance(text, str) or not text.strip():
             raise DataError(f"{where}: 'text' must be a non-empty string")
@@ -58,7 +65,21 @@ def load_labelled(path: str | Path, *, known_routes: Collection[str] | None = No
         if route is not None and known_routes is not None and route not in known_routes:
             raise DataError(f"{where}: route '{route}' is not in the bundle; known routes: "
                             f"{', '.join(sorted(known_routes)[:10])}{', ...' if len(known_routes) > 10 else ''}")
-        examples.append(Example(text, route))
+        examples.append(Example(text, route, md))
     if not examples:
         raise DataError(f"{path}: no examples (expected JSON lines)")
     return Labelled(path, examples, hashlib.sha256(raw).hexdigest())
+
+
+def _check_metadata(where: str, md: Any) -> None:
+    if not isinstance(md, dict):
+        raise DataError(f"{where}: 'metadata' must be an object like {{\"user_tier\": \"free\"}}")
+    unknown = set(md) - {"tenant", "user_tier", "labels"}
+    if unknown:
+        raise DataError(f"{where}: unknown metadata key(s) {sorted(unknown)}; use tenant, user_tier, labels")
+    for k in ("tenant", "user_tier"):
+        if k in md and not isinstance(md[k], str):
+            raise DataError(f"{where}: metadata.{k} must be a string")
+    labels = md.get("labels", {})
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        raise DataError(f"{where}: metadata.labels must map strings to strings")

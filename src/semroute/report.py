@@ -10,11 +10,21 @@ from typing import Any
 from .errors import SemrouteError
 
 
-def _plt() -> Any:
+def require_matplotlib() -> None:
+    """Raise the install hint when the plotting extra is missing (the serving install, e.g. ``make serve``'s venv,
+    does not have it)."""
     try:
-        import matplotlib
+        import matplotlib  # noqa: F401
     except ImportError as e:
-        raise SemrouteError("reports need matplotlib: pip install 'semroute[eval]'") from e
+        raise SemrouteError(
+            "--report needs matplotlib, which the serving install (make serve) leaves out: "
+            "pip install 'semroute[eval]' (.venv/bin/pip in a make serve checkout), or run without --report"
+        ) from e
+
+
+def _plt() -> Any:
+    require_matplotlib()
+    import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -24,10 +34,20 @@ def _plt() -> Any:
 def write_report(
     out: Path, m: dict[str, Any], sweep_rows: Sequence[dict[str, Any]], *, title: str,
     thresholds_note: str = "", current_threshold: float | None = None,
+    bundle_thresholds: Sequence[float] | None = None,
 ) -> Path:
+    """Write report.md, metrics.json and three plots to ``out``. ``bundle_thresholds`` are the evaluated bundle's
+    own (one per route): the sweeps use one global threshold, so a bundle with per-route thresholds is drawn as
+    its own marker beside the curves, and said to be off them, rather than as a point that seems misplaced."""
     plt = _plt()
     out.mkdir(parents=True, exist_ok=True)
     t = [r["threshold"] for r in sweep_rows]
+    ths = sorted(set(round(float(x), 4) for x in bundle_thresholds)) if bundle_thresholds else []
+    if len(ths) == 1 and current_threshold is None:
+        current_threshold = ths[0]
+    per_route = len(ths) > 1
+    own = (f"this bundle: per-route thresholds {ths[0]:.2f}-{ths[-1]:.2f}, off the global-threshold curve"
+           if per_route else "this bundle")
 
     fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
     ax.plot(t, [r["accuracy"] for r in sweep_rows], label="accuracy (fallback as a class)", lw=2.2)
@@ -41,12 +61,15 @@ def write_report(
     if current_threshold is not None:
         ax.axvline(current_threshold, color="tab:red", lw=0.8, ls="--",
                    label=f"bundle threshold {current_threshold:.2f}")
+    if per_route:
+        ax.axhline(m["accuracy"], color="tab:red", lw=0.8, ls="-.",
+                   label=f"{own}: accuracy {m['accuracy']:.1%}")
     ax.set(xlabel="global threshold on the decision score", ylabel="share of queries", ylim=(0, 1.02),
            title="Accuracy and fallback against the threshold")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
-    fig.tight_layout()
-    fig.savefig(out / "threshold_sweep.png")
+    # beside the axes, not on them: inside, wherever it goes it covers a curve at some threshold
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    fig.savefig(out / "threshold_sweep.png", bbox_inches="tight")
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6.5, 4.5), dpi=110)
@@ -62,13 +85,13 @@ def write_report(
                 ax.annotate(f"t={th:.2f}", (c, a), fontsize=7, xytext=(4, -10), textcoords="offset points")
                 last = (c, a)
         if "cost" in m:
-            ax.scatter([m["cost"]["ratio"]], [m["accuracy"]], color="tab:red", zorder=3, label="this bundle")
-            ax.legend(fontsize=8)
+            ax.scatter([m["cost"]["ratio"]], [m["accuracy"]], color="tab:red", zorder=3, label=own)
+            ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.15))  # below: never on a point
     ax.set(xlabel="cost relative to sending everything to the fallback model", ylabel="accuracy",
            title="Cost against quality (sweeping the threshold)")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(out / "cost_quality.png")
+    fig.savefig(out / "cost_quality.png", bbox_inches="tight")
     plt.close(fig)
 
     # confusion heat map over the routes involved in the most frequent confusions
@@ -86,8 +109,9 @@ def write_report(
         ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
         ax.set_yticks(range(len(labels)), labels, fontsize=7)
         for (i, j), v in np.ndenumerate(grid):
-            if v:
-                ax.text(j, i, int(v), ha="center", va="center", fontsize=7)
+            if v:  # white on the darker half of the colour scale, where black would vanish
+                ax.text(j, i, int(v), ha="center", va="center", fontsize=7,
+                        color="white" if v > grid.max() / 2 else "black")
         fig.colorbar(im, ax=ax, shrink=0.7)
     ax.set(xlabel="decided", ylabel="expected", title="Most frequent confusions (errors only)")
     fig.tight_layout()
@@ -98,6 +122,9 @@ def write_report(
         f"# {title}", "",
         f"{m['n']} queries ({m['fallback_n']} out of scope). Bundle `{m.get('index_version', '?')}`. "
         f"{thresholds_note}", "",
+        *([f"The bundle's thresholds are per route ({ths[0]:.2f}-{ths[-1]:.2f}); the threshold sweep and the "
+           "cost-quality curve move one global threshold over every route, so the bundle's own result is marked "
+           "beside those curves, not on them.", ""] if per_route else []),
         "| metric | value |", "|---|---|",
         f"| accuracy (fallback as a class) | {m['accuracy']:.1%} |",
         f"| in-scope accuracy | {m['in_scope_accuracy']:.1%} |",

@@ -17,9 +17,12 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from ._text import CONTENTLESS, has_content
 from .bundle import Bundle, load_bundle
 from .encoder import Encoder, OnnxEncoder
-from .errors import BundleError, RequestError
+from .errors import BundleError, EncoderError, PolicyDeniedError, RequestError, SemrouteError
+from .policy.engine import PolicyEngine
+from .policy.types import NoRuntime, QualityPredictor, RequestContext, RuntimeSource
 from .scoring import Decision, Neighbour, Timings, decide, fallback_similarity, route_scores
 
 
@@ -33,9 +36,20 @@ class Router:
             raise BundleError(
                 f"{bundle.path}: encoder fingerprint {encoder.fingerprint[:12]} does not match the bundle; rebuild it"
             )
+        if encoder.dim != bundle.index.dim:
+            raise BundleError(f"{bundle.path}: the encoder makes {encoder.dim}-d vectors, the index holds "
+                              f"{bundle.index.dim}-d ones; rebuild the bundle")
         self.bundle = bundle
         self.encoder = encoder
         self._defaults = bundle.defaults
+        # None when the route files declare no policy: decisions are then the semantic step's alone, as before
+        # policies existed (no PII detection, no trace)
+        self.policy = (PolicyEngine(bundle.policy, bundle.models, bundle.route_candidates(),
+                                    bundle.fallback_candidates()) if bundle.policy is not None else None)
+        # plug-in point: runtime state (breakers, budgets, observed latency) for each request; none by default
+        self.runtime: RuntimeSource = NoRuntime()
+        # plug-in point: per-query predicted quality per model, read by the objective; none by default
+        self.quality_predictor: QualityPredictor | None = None
 
     @classmethod
     def load(cls, path: str | Path, *, threads: int = 1) -> Router:
@@ -43,8 +57,27 @@ class Router:
 
         set_threads(threads)
         bundle = load_bundle(path)
-        router = cls(bundle, OnnxEncoder(bundle.encoder_dir, threads=threads))
+        try:
+            encoder = OnnxEncoder(bundle.encoder_dir, threads=threads)
+        except EncoderError as e:
+            raise BundleError(f"{path}: the bundle's encoder cannot be loaded ({e}); rebuild the bundle") from e
+        router = cls.checked(bundle, encoder)
         router.warm()
+        return router
+
+    @classmethod
+    def checked(cls, bundle: Bundle, encoder: Encoder) -> Router:
+        """A router over ``bundle`` that has routed a batch. A bundle whose files parse but do not fit together
+        (a head of the wrong shape, say) fails here as a BundleError, not on a user's request."""
+        try:
+            router = cls(bundle, encoder)  # compiles the bundle's policy, if any
+            # the semantic step: a policy rule may deny any text, which says nothing about the bundle
+            router.semantic_batch(["check the bundle", "a second query, so the batch path runs too"])
+        except SemrouteError:
+            raise
+        except Exception as e:  # numpy/FAISS/policy errors from content that passed load_bundle's checks
+            raise BundleError(f"{bundle.path}: the bundle loads but cannot route ({type(e).__name__}: {e}); "
+                              "rebuild it") from e
         return router
 
     def warm(self) -> None:
@@ -52,22 +85,58 @@ class Router:
         texts = ["warm up", "a somewhat longer sentence to warm up the encoder, the tokenizer and the index search"]
         for _ in range(5):
             for t in texts:
-                self.route_batch([t])
-            self.route_batch(texts * 4)
+                self.semantic_batch([t])
+            self.semantic_batch(texts * 4)
 
     @property
     def version(self) -> str:
         return self.bundle.version
 
-    def route(self, text: str, *, top_scores: int = 5, top_neighbours: int = 3) -> Decision:
-        return self.route_batch([text], top_scores=top_scores, top_neighbours=top_neighbours)[0]
+    def route(
+        self, text: str, *, context: RequestContext | None = None, top_scores: int = 5, top_neighbours: int = 3,
+        policy: bool = True,
+    ) -> Decision:
+        return self.route_batch([text], contexts=[context or _NO_CONTEXT], top_scores=top_scores,
+                                top_neighbours=top_neighbours, policy=policy)[0]
 
     def route_batch(
+        self, texts: Sequence[str], *, contexts: Sequence[RequestContext] | None = None, top_scores: int = 5,
+        top_neighbours: int = 3, policy: bool = True,
+    ) -> list[Decision]:
+        """Decide for each text: the policy's pre rules, the semantic step for those no rule decided, then the
+        policy's post rules and candidate choice. ``policy=False``: the semantic step alone (calibration, and
+        the policy-off side of evaluation). Raises PolicyDeniedError (naming ``texts[i]`` in a batch)."""
+        if not policy or self.policy is None:
+            return self.semantic_batch(texts, top_scores=top_scores, top_neighbours=top_neighbours)
+        _check_texts(texts)
+        ctxs = list(contexts) if contexts is not None else [_NO_CONTEXT] * len(texts)
+        if len(ctxs) != len(texts):
+            raise ValueError("one context per text")
+        many = len(texts) > 1
+        engine = self.policy
+        pres = []
+        for i, (t, c) in enumerate(zip(texts, ctxs, strict=True)):
+            try:
+                pres.append(engine.pre(t, c, field_prefix=f"contexts[{i}]" if many else "context"))
+            except PolicyDeniedError as e:
+                raise PolicyDeniedError(f"texts[{i}]: {e}" if many else str(e)) from None
+        todo = [i for i, p in enumerate(pres) if not p.decided]
+        semantic = dict(zip(todo, self.semantic_batch([texts[i] for i in todo], top_scores=top_scores,
+                                                      top_neighbours=top_neighbours), strict=True))
+        out = []
+        for i, p in enumerate(pres):
+            try:
+                out.append(engine.finish(p, semantic.get(i), index_version=self.version,
+                                              runtime=self.runtime.view(ctxs[i])))
+            except PolicyDeniedError as e:
+                raise PolicyDeniedError(f"texts[{i}]: {e}" if many else str(e)) from None
+        return out
+
+    def semantic_batch(
         self, texts: Sequence[str], *, top_scores: int = 5, top_neighbours: int = 3
     ) -> list[Decision]:
-        for i, t in enumerate(texts):
-            if not t or not t.strip():
-                raise RequestError(f"texts[{i}]" if len(texts) > 1 else "text", "is empty or only whitespace")
+        """The semantic step alone: encoder, index, scores, thresholds. What the server's batcher runs."""
+        _check_texts(texts)
         if not texts:
             return []
         n = len(texts)
@@ -78,6 +147,7 @@ class Router:
         table = self.bundle.table
         head = self.bundle.head
         probs = head.probabilities(enc.vectors) if head is not None else None
+        predicted = self.quality_predictor.predict(enc.vectors) if self.quality_predictor is not None else None
         # Scores and signals for every query first, so the confidence model runs once per batch.
         scored: list[_Scored] = []
         for q in range(n):
@@ -119,6 +189,7 @@ class Router:
                 truncated=enc.truncated[q], n_tokens=enc.n_tokens[q], signals=signals,
                 timings=Timings(tokenize_ns=tokenize_ns, encode_ns=encode_ns, search_ns=search_ns,
                                 score_ns=shared_score_ns + time.perf_counter_ns() - t2),
+                predicted_quality=predicted[q] if predicted is not None else None,
             ))
         return out
 
@@ -127,6 +198,17 @@ class Router:
         r = table.row_route_list[row]
         return Neighbour(text=table.row_text[row], route=table.names[r] if r >= 0 else "", similarity=similarity,
                          negative=table.row_negative_list[row])
+
+
+_NO_CONTEXT = RequestContext()
+
+
+def _check_texts(texts: Sequence[str]) -> None:
+    for i, t in enumerate(texts):
+        if not t or not t.strip():
+            raise RequestError(f"texts[{i}]" if len(texts) > 1 else "text", "is empty or only whitespace")
+        if not has_content(t):
+            raise RequestError(f"texts[{i}]" if len(texts) > 1 else "text", CONTENTLESS)
 
 
 class _Scored(NamedTuple):

@@ -23,11 +23,28 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
+from .policy.schema import PolicySpec
+from .policy.types import Candidate
 
 Aggregation = Literal["max", "mean_topk"]
 ScorerKind = Literal["knn", "logistic"]
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+# Stated limits, checked at load so 'validate' refuses what 'build-index' could not build (docs/operations.md).
+# Routes: Info lists every route and scoring keeps per-route arrays; 1,000 is ~7x CLINC150's 150 intents.
+MAX_ROUTES = 1_000
+# Examples per route (positive + negative): past a few hundred a route gains little, and the index and the head
+# fit grow with every example.
+MAX_UTTERANCES_PER_ROUTE = 10_000
+# All vectors in one bundle: the largest index size benchmarked (benchmarks/index_scale.py).
+MAX_VECTORS = 1_000_000
+# One example's length: the encoder reads at most 256 tokens (~1,000 characters of English), so the rest of a
+# longer example would never be embedded.
+MAX_UTTERANCE_CHARS = 2_000
+# The learned head's fit holds a few (vectors x classes) float32 matrices and runs 300 full passes over them:
+# 20M cells is ~250 MB and minutes of fitting (CLINC150 is 2.3M). 20,000 routes would ask for 3+ GiB per matrix.
+MAX_HEAD_CELLS = 20_000_000
 _NAME_HINT = "use 1-64 characters: lowercase letters, digits, '_', '-', '.', starting with a letter or digit"
 
 
@@ -36,16 +53,34 @@ class _Strict(BaseModel):
 
 
 class ModelSpec(_Strict):
-    """A model routes may name, with what a decision needs to know about it (its price)."""
+    """A model routes may name, with what a decision needs to know about it: its price, and the attributes the
+    policy reads (docs/policy.md)."""
 
     cost_per_1k_input: Annotated[float, Field(ge=0)] = 0.0
     cost_per_1k_output: Annotated[float, Field(ge=0)] = 0.0
     description: str | None = None
+    deployment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")] | None = None  # e.g. on_prem, cloud
+    tags: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]] = Field(default_factory=list)
+    context_window: Annotated[int, Field(ge=1)] | None = None  # tokens, input + output
+    latency_ms: Annotated[float, Field(ge=0)] | None = None  # declared p50, a prior until latency is observed
+    quality: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # default quality estimate in [0, 1]
 
-    @field_validator("cost_per_1k_input", "cost_per_1k_output", mode="before")
+    @field_validator("cost_per_1k_input", "cost_per_1k_output", "latency_ms", "quality", mode="before")
     @classmethod
     def _int_is_float(cls, v: Any) -> Any:
         # strict mode refuses ints for floats; `cost: 0` is a perfectly good price.
+        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+
+class CandidateSpec(_Strict):
+    """One candidate model of a route, with the route's quality estimate for it."""
+
+    model: str
+    quality: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
+
+    @field_validator("quality", mode="before")
+    @classmethod
+    def _int_is_float(cls, v: Any) -> Any:
         return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
@@ -53,6 +88,8 @@ class Fallback(_Strict):
     """The model for queries no route is confident about, and optional examples of such queries."""
 
     model: str
+    # optional: models the policy may choose among for fallback queries; 'model' is the first when omitted
+    candidates: list[str | CandidateSpec] | None = None
     # out-of-scope examples: queries that must not be routed. They train the learned scorer's "none of these
     # routes" class, and a query whose nearest example is one of them falls back (reason negative_match).
     utterances: list[str] = Field(default_factory=list)
@@ -84,7 +121,8 @@ class RouteSpec(_Strict):
     """One route: a named destination model with example utterances."""
 
     name: str
-    model: str
+    model: str | None = None  # one model, or:
+    candidates: list[str | CandidateSpec] | None = None  # ordered candidates (the policy chooses among them)
     description: str | None = None
     threshold: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     tier: str | None = None
@@ -103,6 +141,7 @@ class RouteFileModel(_Strict):
     fallback: Fallback | None = None
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     defaults: Defaults | None = None
+    policy: PolicySpec | None = None
     routes: list[RouteSpec] = Field(default_factory=list)
 
 
@@ -111,13 +150,14 @@ class Route:
     """A validated route, with its effective threshold."""
 
     name: str
-    model: str
+    model: str  # the first candidate
     threshold: float
     utterances: tuple[str, ...]
     negative_utterances: tuple[str, ...] = ()
     description: str | None = None
     tier: str | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    candidates: tuple[Candidate, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,6 +170,9 @@ class RouteSet:
     routes: tuple[Route, ...]
     sources: dict[str, str]  # file path -> sha256 of its bytes
     fallback_utterances: tuple[str, ...] = ()
+    fallback_candidates: tuple[Candidate, ...] = ()
+    policy: PolicySpec | None = None  # None: no policy section anywhere (no policy step at all)
+    warnings: tuple[str, ...] = ()  # file:line: field: message lines (e.g. a shadowed rule)
 
     def route(self, name: str) -> Route:
         for r in self.routes:
@@ -175,6 +218,35 @@ class _Located:
         return best
 
 
+_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_duplicate_keys(node: yaml.Node, at: list[str | int], file: Path) -> None:
+    """Refuse a mapping that repeats a key, at any depth: PyYAML keeps the last value silently, so a route with
+    ``threshold`` twice, or a file with two ``routes:`` lists, would build from whichever came second."""
+    if isinstance(node, yaml.MappingNode):
+        first: dict[tuple[str, str], int] = {}
+        for k, v in node.value:
+            if isinstance(k, yaml.ScalarNode):
+                if k.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' merges, it is not a key
+                    _check_duplicate_keys(v, at, file)
+                    continue
+                line = k.start_mark.line + 1
+                key = (k.tag, k.value)
+                if key in first:
+                    raise ConfigError(
+                        "duplicate key", file=file, line=line, field=_field_path([*at, k.value]),
+                        hint=f"'{k.value}' is already set at line {first[key]}; keep one of them",
+                    )
+                first[key] = line
+                _check_duplicate_keys(v, [*at, k.value], file)
+            else:
+                _check_duplicate_keys(v, at, file)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _check_duplicate_keys(item, [*at, i], file)
+
+
 def _field_path(path: Sequence[str | int]) -> str:
     out = ""
     for p in path:
@@ -188,6 +260,7 @@ _ALLOWED = {
     "defaults": list(Defaults.model_fields),
     "fallback": list(Fallback.model_fields),
     "models": list(ModelSpec.model_fields),
+    "policy": list(PolicySpec.model_fields),
 }
 
 
@@ -206,8 +279,14 @@ def _hint_for(err_type: str, loc: Sequence[str | int]) -> str:
         return "give the route at least one example utterance (20+ route real traffic well)"
     if err_type == "literal_error" and last == "version":
         return "set 'version: 1'"
+    if err_type in ("greater_than_equal", "less_than_equal") and "weights" in loc:
+        return "weights are >= 0, and at least one is positive"
+    if err_type in ("greater_than_equal", "less_than_equal") and last in ("quality", "quality_floor"):
+        return "qualities are estimates between 0 and 1"
     if err_type in ("greater_than_equal", "less_than_equal"):
-        return "thresholds are cosine similarities between 0 and 1; costs must be >= 0"
+        return "thresholds are cosine similarities between 0 and 1; costs, weights and sizes must be >= 0"
+    if _section(loc) == "policy" or "candidates" in loc:
+        return "see the policy format in docs/policy.md"
     return "see the route-file format in the README"
 
 
@@ -221,8 +300,16 @@ def _read_one(path: Path) -> tuple[RouteFileModel, _Located]:
     except UnicodeDecodeError as e:
         raise ConfigError("file is not UTF-8 text", file=path, hint="save it as UTF-8") from e
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        # compose once, check the node tree for duplicate keys (PyYAML silently keeps the last), then construct
+        # from the same nodes; libyaml's parser when present (20x faster on large files)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            if node is not None:
+                _check_duplicate_keys(node, [], path)
+            data = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         line = mark.line + 1 if mark is not None else None
@@ -245,9 +332,10 @@ def _read_one(path: Path) -> tuple[RouteFileModel, _Located]:
         model = RouteFileModel.model_validate(data)
     except ValidationError as e:
         # a misspelt key also shows up as a missing one: report the misspelling, it is the cause
-        errors = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")
+        # A union ("str | CandidateSpec") reports one error per member: the deepest is the one the user meant.
+        errors = sorted(e.errors(), key=lambda x: (x["type"] != "extra_forbidden", -len(_clean_loc(x["loc"]))))
         err = errors[0]
-        loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+        loc = _clean_loc(err["loc"])
         # pydantic reports union members (e.g. "float") as loc parts; drop those that are not in the document.
         loc = _trim_loc(data, loc)
         msg = err["msg"]
@@ -264,6 +352,14 @@ def _read_one(path: Path) -> tuple[RouteFileModel, _Located]:
             hint=_hint_for(err["type"], loc),
         ) from None
     return model, located
+
+
+_UNION_TAG = re.compile(r"^(?:str|int|float|bool|list\[.*\]|dict\[.*\]|[A-Z][A-Za-z]*|function-.*)$")
+
+
+def _clean_loc(loc: Sequence[Any]) -> list[Any]:
+    """pydantic's loc without the union-member and validator tags it inserts (not keys of the document)."""
+    return [p for p in loc if not (isinstance(p, str) and _UNION_TAG.match(p))]
 
 
 def _trim_loc(data: Any, loc: Sequence[Any]) -> list[str | int]:
@@ -305,6 +401,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
     fallback_spec: Fallback | None = None
     defaults: Defaults | None = None
     defaults_at: Path | None = None
+    policy: tuple[PolicySpec, Path, _Located] | None = None
     models: dict[str, tuple[ModelSpec, Path]] = {}
     pending: list[tuple[RouteSpec, int, Path, _Located]] = []
     sources: dict[str, str] = {}
@@ -333,10 +430,17 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                     hint="declare defaults in exactly one file",
                 )
             defaults, defaults_at = rf.defaults, path
-        for name, spec in rf.models.items():
-            if not _NAME_RE.match(name):
+        if rf.policy is not None:
+            if policy is not None:
                 raise ConfigError(
-                    f"invalid model name '{name}'", file=path, line=loc.line(["models", name]),
+                    f"policy is already declared in {policy[1]}", file=path, line=loc.line(["policy"]),
+                    field="policy", hint="declare the policy (tiers, rules) in exactly one file",
+                )
+            policy = (rf.policy, path, loc)
+        for name, spec in rf.models.items():
+            if not _NAME_RE.fullmatch(name):
+                raise ConfigError(
+                    f"invalid model name {name!r}", file=path, line=loc.line(["models", name]),
                     field=f"models.{name}", hint=_NAME_HINT,
                 )
             if name in models and models[name][0] != spec:
@@ -369,11 +473,23 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
     routes: list[Route] = []
     seen: dict[str, Path] = {}
     utterance_owner: dict[str, tuple[str, Path]] = {}
-    for r, i, path, loc in pending:
+    for n_route, (r, i, path, loc) in enumerate(pending):
         base: list[str | int] = ["routes", i]
-        if not _NAME_RE.match(r.name):
+        if n_route == MAX_ROUTES:
             raise ConfigError(
-                f"invalid route name '{r.name}'", file=path, line=loc.line([*base, "name"]),
+                f"more than {MAX_ROUTES} routes (the stated limit)", file=path, line=loc.line(base),
+                field=f"routes[{i}]", hint="merge related routes; see 'Limits' in docs/operations.md",
+            )
+        n_examples = len(r.utterances) + len(r.negative_utterances)
+        if n_examples > MAX_UTTERANCES_PER_ROUTE:
+            raise ConfigError(
+                f"route '{r.name}' has {n_examples} utterances and negative utterances; the limit is "
+                f"{MAX_UTTERANCES_PER_ROUTE}", file=path, line=loc.line([*base, "utterances"]),
+                field=f"routes[{i}].utterances", hint="keep the most representative examples",
+            )
+        if not _NAME_RE.fullmatch(r.name):
+            raise ConfigError(
+                f"invalid route name {r.name!r}", file=path, line=loc.line([*base, "name"]),
                 field=f"routes[{i}].name", hint=_NAME_HINT,
             )
         if r.name in seen:
@@ -383,12 +499,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                 hint="route names must be unique across all files; rename one",
             )
         seen[r.name] = path
-        if r.model not in models:
-            raise ConfigError(
-                f"route '{r.name}' names model '{r.model}', which is not declared",
-                file=path, line=loc.line([*base, "model"]), field=f"routes[{i}].model",
-                hint=f"declare it under 'models' or use one of: {', '.join(sorted(models))}",
-            )
+        candidates = _candidates(r.model, r.candidates, models, path, loc, base, f"route '{r.name}'")
         clean: list[str] = []
         local: set[str] = set()
         for j, u in enumerate(r.utterances):
@@ -398,6 +509,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                     "utterance is empty", file=path, line=loc.line([*base, "utterances", j]),
                     field=f"routes[{i}].utterances[{j}]", hint="remove it or write an example query",
                 )
+            _check_length(text, path, loc.line([*base, "utterances", j]), f"routes[{i}].utterances[{j}]")
             key = text.casefold()
             if key in local:
                 continue  # a repeat within one route changes nothing; keep the first
@@ -423,17 +535,20 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                     field=f"routes[{i}].negative_utterances[{j}]",
                     hint="remove it from one of the two lists",
                 )
+            _check_length(text, path, loc.line([*base, "negative_utterances", j]),
+                          f"routes[{i}].negative_utterances[{j}]")
             negs.append(text)
         routes.append(
             Route(
                 name=r.name,
-                model=r.model,
+                model=candidates[0].model,
                 threshold=r.threshold if r.threshold is not None else defaults.threshold,
                 utterances=tuple(clean),
                 negative_utterances=tuple(negs),
                 description=r.description,
                 tier=r.tier,
                 metadata=dict(r.metadata),
+                candidates=candidates,
             )
         )
     if not routes:
@@ -453,13 +568,110 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
             raise ConfigError(f"'{text}' is also an utterance of route '{owner[0]}' ({owner[1]})",
                               file=fallback[1], line=line, field=fld,
                               hint="an example goes either to a route or to the fallback; remove it from one")
+        _check_length(text, fallback[1], line, fld)
         if text not in fallback_examples:
             fallback_examples.append(text)
+    _check_totals(routes, fallback_examples, defaults, files[0], defaults_at)
+    assert fallback_spec is not None
+    fb_candidates = _candidates(fallback_spec.model, fallback_spec.candidates, models, fallback[1], fallback[2],
+                                ["fallback"], "the fallback", both_ok=True)
+    if fb_candidates[0].model != fallback_spec.model:
+        raise ConfigError(
+            f"fallback model '{fallback_spec.model}' is not the first of its candidates", file=fallback[1],
+            line=fallback[2].line(["fallback", "candidates"]), field="fallback.candidates",
+            hint="list the fallback model first; the candidates after it are its alternatives",
+        )
+    model_specs = {k: v[0] for k, v in models.items()}
+    warnings: list[str] = []
+    policy_spec: PolicySpec | None = None
+    if policy is not None:
+        from .policy.compile import check_policy
+
+        policy_spec = policy[0]
+        warnings = check_policy(policy_spec, policy[1], policy[2].line, model_specs, routes, fb_candidates)
     return RouteSet(
         fallback_model=fallback[0],
-        models={k: v[0] for k, v in models.items()},
+        models=model_specs,
         defaults=defaults,
         routes=tuple(routes),
         sources=sources,
         fallback_utterances=tuple(fallback_examples),
+        fallback_candidates=fb_candidates,
+        policy=policy_spec,
+        warnings=tuple(warnings),
     )
+
+
+def _check_length(text: str, file: Path, line: int | None, field: str) -> None:
+    if len(text) > MAX_UTTERANCE_CHARS:
+        raise ConfigError(
+            f"utterance is {len(text)} characters; the limit is {MAX_UTTERANCE_CHARS}", file=file, line=line,
+            field=field, hint="the encoder reads only the first 256 tokens; keep examples to what a user types",
+        )
+
+
+def _check_totals(
+    routes: Sequence[Route], fallback_examples: Sequence[str], defaults: Defaults, first: Path,
+    defaults_at: Path | None,
+) -> None:
+    n = sum(len(r.utterances) + len(r.negative_utterances) for r in routes) + len(fallback_examples)
+    if n > MAX_VECTORS:
+        raise ConfigError(f"{n} utterances in all; the limit is {MAX_VECTORS}", file=first, field="routes",
+                          hint="split the routes into several bundles, or keep fewer examples per route")
+    if defaults.scorer == "logistic":
+        has_none = bool(fallback_examples) or any(r.negative_utterances for r in routes)
+        cells = head_cells(n, len(routes), has_none)
+        if cells > MAX_HEAD_CELLS:
+            raise ConfigError(
+                f"the logistic head would be fitted over {n} utterances x {len(routes) + has_none} classes "
+                f"= {cells:,} cells (limit {MAX_HEAD_CELLS:,}: about 250 MB and minutes of fitting)",
+                file=defaults_at or first, field="defaults.scorer",
+                hint="set 'defaults: {scorer: knn}', or use fewer routes or utterances",
+            )
+
+
+def head_cells(n_vectors: int, n_routes: int, has_none: bool) -> int:
+    """The size of each (vectors x classes) matrix the logistic head's fit holds."""
+    return n_vectors * (n_routes + (1 if has_none else 0))
+
+
+def _candidates(
+    model: str | None, listed: list[str | CandidateSpec] | None, models: dict[str, tuple[ModelSpec, Path]],
+    path: Path, loc: _Located, base: list[str | int], what: str, *, both_ok: bool = False,
+) -> tuple[Candidate, ...]:
+    """A route's (or the fallback's) candidates, checked: declared models, no repeats, not empty."""
+    where = _field_path(base)
+    if model is not None and listed is not None and not both_ok:
+        raise ConfigError(
+            f"{what} gives both 'model' and 'candidates'", file=path, line=loc.line([*base, "candidates"]),
+            field=f"{where}.candidates", hint="give one model, or an ordered list of candidates, not both",
+        )
+    if model is None and listed is None:
+        raise ConfigError(
+            f"{what} names no model", file=path, line=loc.line(base), field=f"{where}.model",
+            hint="add 'model: NAME' or 'candidates: [NAME, ...]'",
+        )
+    if listed is not None and not listed:
+        raise ConfigError(
+            f"{what} has an empty candidate list", file=path, line=loc.line([*base, "candidates"]),
+            field=f"{where}.candidates", hint="list at least one model, or use 'model: NAME'",
+        )
+    items: list[tuple[Candidate, list[str | int]]] = (
+        [(Candidate(c) if isinstance(c, str) else Candidate(c.model, c.quality), [*base, "candidates", j])
+         for j, c in enumerate(listed)]
+        if listed is not None else [(Candidate(model or ""), [*base, "model"])]
+    )
+    seen: set[str] = set()
+    for cand, at in items:
+        if cand.model not in models:
+            raise ConfigError(
+                f"{what} names model '{cand.model}', which is not declared", file=path, line=loc.line(at),
+                field=_field_path(at), hint=f"declare it under 'models' or use one of: {', '.join(sorted(models))}",
+            )
+        if cand.model in seen:
+            raise ConfigError(
+                f"{what} lists model '{cand.model}' twice", file=path, line=loc.line(at), field=_field_path(at),
+                hint="list each candidate once",
+            )
+        seen.add(cand.model)
+    return tuple(c for c, _ in items)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import enum
 import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from .policy.types import CandidateResult, TraceStep
 from .routes import Aggregation
 
 
@@ -27,6 +29,8 @@ class Reason(enum.StrEnum):
     BELOW_THRESHOLD = "below_threshold"  # best route's score under its threshold: fallback
     NEGATIVE_MATCH = "negative_match"  # closer to a negative (or fallback) example than to the route's: fallback
     NO_MATCH = "no_match"  # no route had any hit among the neighbours: fallback
+    NO_ELIGIBLE_MODEL = "no_eligible_model"  # the policy excluded every candidate: its declared fallback model
+    RULE = "rule"  # a policy rule forced the route or the model
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,17 @@ class Decision:
     timings: Timings = field(default_factory=Timings)
     # what a confidence model reads (confidence.SIGNALS); kept for calibration, not sent to clients
     signals: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    # the policy's part (policy/engine.py); empty when no policy ran
+    policy_version: str = ""
+    trace: tuple[TraceStep, ...] = ()
+    pii_kinds: tuple[str, ...] = ()  # kinds only, never values
+    estimated_cost: float | None = None
+    tier: str = ""
+    objective: str = ""
+    rule: str = ""  # the rule that forced the route or model, if any
+    candidates: tuple[CandidateResult, ...] = ()
+    # plug-in: a per-query quality estimate per model (a predictor fills it in); replaces declared qualities
+    predicted_quality: Mapping[str, float] | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -100,6 +115,14 @@ class Decision:
                 "score": self.timings.score_ns,
                 "queue": self.timings.queue_ns,
             },
+            "policy_version": self.policy_version,
+            "tier": self.tier,
+            "pii_kinds": list(self.pii_kinds),
+            "estimated_cost": None if self.estimated_cost is None else round(self.estimated_cost, 8),
+            "objective": self.objective,
+            "rule": self.rule,
+            "candidates": [c.to_dict() for c in self.candidates],
+            "trace": [t.to_dict() for t in self.trace],
         }
 
 
@@ -211,6 +234,7 @@ def decide(
     n_tokens: int = 0,
     timings: Timings | None = None,
     signals: tuple[float, ...] = (),
+    predicted_quality: Mapping[str, float] | None = None,
 ) -> Decision:
     """Pick the best route; fall back when it is below its threshold or vetoed by a negative example.
 
@@ -231,6 +255,7 @@ def decide(
     common: dict[str, Any] = {
         "scores": listed, "neighbours": neighbours, "index_version": index_version, "truncated": truncated,
         "n_tokens": n_tokens, "timings": timings or Timings(), "signals": signals,
+        "predicted_quality": predicted_quality,
     }
     if not math.isfinite(best_score):
         return Decision(None, table.fallback_model, 0.0, None, True, Reason.NO_MATCH, 0.0, **common)

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +21,12 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from .._proto.semroute.v1 import router_pb2 as pb
-from .._proto.semroute.v1 import router_pb2_grpc as pb_grpc
 from ..errors import SemrouteError
 from ..router import Router
 from .batcher import MicroBatcher
+from .decode import add_router_service
 from .metrics import Metrics
+from .reload import RouterHolder, watch
 from .service import Limits, RouterService
 
 log = logging.getLogger("semroute.server")
@@ -48,62 +49,30 @@ class ServeConfig:
     grace_period: float = 10.0
     watch: bool = True
     watch_interval: float = 2.0
+    max_tenants: int = 100  # distinct tenants labelled in semroute_tenant_requests_total; the rest share one label
 
 
-class RouterHolder:
-    """The router now serving. Reloads build a new Router beside the old one and swap the reference; batches
-    already running keep the router they started with."""
-
-    def __init__(self, router: Router, path: Path, threads: int, metrics: Metrics) -> None:
-        self.current = router
-        self._path = path
-        self._threads = threads
-        self._metrics = metrics
-        self._lock = asyncio.Lock()
-        self._refused: str | None = None  # manifest text of the last refused bundle, so it is not retried
-        metrics.bundle.info({"version": router.version})
-
-    def on_disk(self) -> str | None:
-        try:
-            return (self._path / "manifest.json").read_text()
-        except OSError:
-            return None  # mid-swap or gone: look again next time
-
-    async def reload(self, *, reason: str) -> bool:
-        async with self._lock:
-            manifest = self.on_disk()
+def check_bindable(host: str, port: int, flag: str = "port") -> None:
+    """Fail with one clear line when ``host:port`` cannot be bound. gRPC's own bind failure is first logged by
+    its C++ core on stderr (a line operators mistake for a crash) and then reported without the reason, so the
+    address is tried here, before loading the bundle (a port in use is known in milliseconds, not after a load).
+    A port taken in the moment between this check and gRPC's bind still fails, with gRPC's messages."""
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as e:
+        raise SemrouteError(f"cannot bind {host}:{port}: {e.strerror} (check --host / SEMROUTE_HOST)") from e
+    for family, kind, proto, _, addr in infos:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: a TIME_WAIT port is free
             try:
-                new = await asyncio.to_thread(Router.load, self._path, threads=self._threads)
-            except SemrouteError as e:
-                self._refused = manifest
-                self._metrics.reloads.labels("refused").inc()
-                log.error("reload (%s) refused, still serving %s: %s", reason, self.current.version, e,
-                          extra={"event": "reload_refused", "trigger": reason, "serving": self.current.version})
-                return False
-            old = self.current.version
-            self.current = new
-            self._refused = None
-            self._metrics.reloads.labels("ok").inc()
-            self._metrics.bundle.info({"version": new.version})
-            log.warning("reloaded (%s): %s -> %s", reason, old, new.version,
-                        extra={"event": "reloaded", "trigger": reason, "from": old, "serving": new.version})
-            return True
-
-    def changed(self) -> bool:
-        text = self.on_disk()
-        if text is None or text == self._refused:
-            return False
-        try:
-            return bool(json.loads(text).get("version") != self.current.version)
-        except ValueError:
-            return text != self._refused
-
-
-async def _watch(holder: RouterHolder, interval: float) -> None:
-    while True:
-        await asyncio.sleep(interval)
-        if holder.changed():
-            await holder.reload(reason="bundle changed on disk")
+                s.bind(addr)
+            except OSError as e:
+                raise SemrouteError(
+                    f"cannot bind {host}:{port}: {(e.strerror or str(e)).lower()} (another process holds it? "
+                    f"choose another --{flag} / SEMROUTE_{flag.upper().replace('-', '_')})"
+                ) from e
 
 
 async def serve(
@@ -115,10 +84,14 @@ async def serve(
     """Run until SIGTERM/SIGINT (or until ``stop`` is set, for embedding: then no signal handlers are installed,
     and SIGHUP reloads are not available); returns the exit code. ``ready(port, version)`` is called once
     SERVING."""
-    metrics = Metrics()
+    metrics = Metrics(max_tenants=config.max_tenants)
+    check_bindable(config.host, config.port)
+    check_bindable(config.host, config.metrics_port, "metrics-port")
     # 1. load and warm: a bad bundle fails here, before a port is bound
     router = await asyncio.to_thread(Router.load, config.index, threads=config.threads)
     holder = RouterHolder(router, config.index, config.threads, metrics)
+    if config.watch:
+        await holder.start()
     batcher = MicroBatcher(
         lambda: holder.current,
         max_batch_size=config.max_batch_size,
@@ -130,7 +103,7 @@ async def serve(
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     limits = Limits(max_text_chars=config.max_text_chars, max_batch_queries=config.max_batch_queries)
     service = RouterService(lambda: holder.current, batcher, limits, metrics)
-    pb_grpc.add_RouterServicer_to_server(service, server)  # type: ignore[no-untyped-call]
+    add_router_service(server, service, metrics)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -164,20 +137,55 @@ async def serve(
         loop.add_signal_handler(signal.SIGTERM, stop.set)
         loop.add_signal_handler(signal.SIGINT, stop.set)
         loop.add_signal_handler(signal.SIGHUP, _reload)
-    watcher = loop.create_task(_watch(holder, config.watch_interval)) if config.watch else None
+    watcher: asyncio.Task[None] | None = None
+
+    def _start_watcher(previous: asyncio.Task[None] | None = None) -> None:
+        # watch() ends only when cancelled; should it end any other way while serving, start it again
+        nonlocal watcher
+        if previous is not None and (previous.cancelled() or stop.is_set()):
+            return
+        if previous is not None:
+            log.error("bundle watcher ended unexpectedly (%r); restarting it", previous.exception(),
+                      extra={"event": "watch_error"})
+        watcher = loop.create_task(watch(holder, config.watch_interval, metrics))
+        watcher.add_done_callback(_start_watcher)
+
+    if config.watch:
+        _start_watcher()
     try:
         await stop.wait()
     finally:
-        log.warning("draining (grace %.1fs)", config.grace_period, extra={"event": "draining"})
-        if watcher:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
-        # Drain. Health goes NOT_SERVING so load balancers stop sending, but the server keeps answering until
-        # no RPC has been in flight for a moment: grpc.aio's stop() cancels calls that reached the transport
-        # but not yet a handler, so stopping at once would fail requests clients had already sent.
+        await _drain(config, server, service, batcher, health, watcher, tasks)
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+    return 0
+
+
+async def _drain(
+    config: ServeConfig,
+    server: grpc.aio.Server,
+    service: RouterService,
+    batcher: MicroBatcher,
+    health: health_aio.HealthServicer,
+    watcher: asyncio.Task[None] | None,
+    reloads: set[asyncio.Task[bool]],
+) -> None:
+    """Stop taking work and answer what was sent. Runs whatever happened before: each step is guarded, so a
+    failure in one (logged) never skips the server's stop, which would leave grpc's threads to abort the
+    process at exit."""
+    loop = asyncio.get_running_loop()
+    log.warning("draining (grace %.1fs)", config.grace_period, extra={"event": "draining"})
+    deadline = loop.time() + config.grace_period
+    for task in [*([watcher] if watcher else []), *reloads]:
+        task.cancel()
+    with contextlib.suppress(Exception, asyncio.CancelledError):
+        await asyncio.gather(*([watcher] if watcher else []), *reloads, return_exceptions=True)
+    try:
+        # Health goes NOT_SERVING so load balancers stop sending, but the server keeps answering until no RPC
+        # has been in flight for a moment: grpc.aio's stop() cancels calls that reached the transport but not
+        # yet a handler, so stopping at once would fail requests clients had already sent.
         await health.enter_graceful_shutdown()
-        deadline = loop.time() + config.grace_period
         quiet_since: float | None = None
         while loop.time() < deadline:
             if service.in_flight == 0 and batcher.depth == 0:
@@ -187,9 +195,10 @@ async def serve(
             else:
                 quiet_since = None
             await asyncio.sleep(0.01)
+    except Exception:
+        log.exception("drain interrupted; stopping the server now", extra={"event": "drain_error"})
+    try:
         await server.stop(max(deadline - loop.time(), 0.5))
-        await batcher.close()
-        if signals:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
-    return 0
+    finally:
+        with contextlib.suppress(Exception):
+            await batcher.close()

@@ -142,7 +142,7 @@ class MicroBatcher:
             router = self._get_router()  # the bundle serving now; a reload swaps it between batches
             start = time.perf_counter_ns()
             try:
-                decisions = router.route_batch(
+                decisions = router.semantic_batch(
                     [it.text for it in batch],
                     top_scores=max(it.top_scores for it in batch),
                     top_neighbours=max(it.top_neighbours for it in batch),

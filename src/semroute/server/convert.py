@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .._proto.semroute.v1 import router_pb2 as pb
+from ..policy.types import CandidateResult, TraceStep
 from ..scoring import Decision, Neighbour, Reason, RouteScore, Timings
 
 REASON_TO_PB = {
@@ -10,6 +11,8 @@ REASON_TO_PB = {
     Reason.BELOW_THRESHOLD: pb.REASON_BELOW_THRESHOLD,
     Reason.NEGATIVE_MATCH: pb.REASON_NEGATIVE_MATCH,
     Reason.NO_MATCH: pb.REASON_NO_MATCH,
+    Reason.NO_ELIGIBLE_MODEL: pb.REASON_NO_ELIGIBLE_MODEL,
+    Reason.RULE: pb.REASON_RULE,
 }
 _PB_TO_REASON = {v: k for k, v in REASON_TO_PB.items()}
 
@@ -38,12 +41,42 @@ def decision_to_pb(d: Decision, *, total_ns: int = 0, batch_size: int = 1) -> pb
             total_ns=total_ns,
             batch_size=batch_size,
         ),
+        policy_version=d.policy_version,
+        trace=[pb.TraceStep(stage=t.stage, kind=t.kind, subject=t.subject, detail=t.detail) for t in d.trace],
+        pii_kinds=list(d.pii_kinds),
+        tier=d.tier,
+        objective=d.objective,
+        rule=d.rule,
+        candidates=[_candidate_to_pb(c) for c in d.candidates],
     )
     if d.route is not None:
         msg.route = d.route
     if d.threshold is not None:
         msg.threshold = d.threshold
+    if d.estimated_cost is not None:
+        msg.estimated_cost = d.estimated_cost
     return msg
+
+
+def _candidate_to_pb(c: CandidateResult) -> pb.CandidateInfo:
+    msg = pb.CandidateInfo(model=c.model, eligible=c.eligible, excluded_by=c.excluded_by,
+                           quality_source=c.quality_source, estimated_cost=c.estimated_cost)
+    if c.quality is not None:
+        msg.quality = c.quality
+    if c.latency_ms is not None:
+        msg.latency_ms = c.latency_ms
+    if c.score is not None:
+        msg.score = c.score
+    return msg
+
+
+def _candidate_from_pb(m: pb.CandidateInfo) -> CandidateResult:
+    return CandidateResult(
+        model=m.model, eligible=m.eligible, excluded_by=m.excluded_by,
+        quality=m.quality if m.HasField("quality") else None, quality_source=m.quality_source,
+        estimated_cost=m.estimated_cost, latency_ms=m.latency_ms if m.HasField("latency_ms") else None,
+        score=m.score if m.HasField("score") else None,
+    )
 
 
 def decision_from_pb(msg: pb.Decision) -> Decision:
@@ -65,4 +98,12 @@ def decision_from_pb(msg: pb.Decision) -> Decision:
             tokenize_ns=t.tokenize_ns, encode_ns=t.encode_ns, search_ns=t.search_ns, score_ns=t.score_ns,
             queue_ns=t.queue_ns,
         ),
+        policy_version=msg.policy_version,
+        trace=tuple(TraceStep(s.stage, s.kind, s.subject, s.detail) for s in msg.trace),
+        pii_kinds=tuple(msg.pii_kinds),
+        estimated_cost=msg.estimated_cost if msg.HasField("estimated_cost") else None,
+        tier=msg.tier,
+        objective=msg.objective,
+        rule=msg.rule,
+        candidates=tuple(_candidate_from_pb(c) for c in msg.candidates),
     )

@@ -20,7 +20,11 @@ import grpc
 from .. import __version__
 from .._proto.semroute.v1 import router_pb2 as pb
 from .._proto.semroute.v1 import router_pb2_grpc as pb_grpc
-from ..errors import DeadlineExceededError, RequestError, SemrouteError, grpc_status
+from .._text import CONTENTLESS, has_content
+from ..errors import DeadlineExceededError, PolicyDeniedError, RequestError, SemrouteError, grpc_status
+from ..policy.engine import PreResult
+from ..policy.requests import check_labels, check_policy_options
+from ..policy.types import RequestContext
 from ..router import Router
 from ..scoring import Decision, Reason
 from .batcher import MicroBatcher
@@ -29,7 +33,7 @@ from .metrics import Metrics
 
 log = logging.getLogger("semroute.server")
 
-_LABEL = re.compile(r"^[A-Za-z0-9_.:\-]{0,64}$")
+_LABEL = re.compile(r"[A-Za-z0-9_.:\-]{0,64}")  # fullmatch: '$' would also match before a final newline
 _MAX_TOP = 100
 T = TypeVar("T")
 _REASON_NAME = {r: pb.Reason.Name(v) for r, v in REASON_TO_PB.items()}
@@ -48,15 +52,27 @@ def _check_text(field: str, text: str, limit: int) -> None:
         raise RequestError(
             field, f"is {len(text)} characters; the limit is {limit} (server flag --max-text-chars)"
         )
+    if not has_content(text):  # after the length check: it may read every character
+        raise RequestError(field, f"{CONTENTLESS}; send the user's query text")
 
 
 def _check_metadata(field: str, md: pb.RequestMetadata) -> None:
     for name in ("tenant", "user_tier"):
         value = getattr(md, name)
-        if not _LABEL.match(value):
+        if not _LABEL.fullmatch(value):
             raise RequestError(f"{field}.{name}", "must be 0-64 characters of letters, digits, '_', '.', ':', '-'")
     if len(md.request_id) > 128 or not md.request_id.isprintable():
         raise RequestError(f"{field}.request_id", "must be at most 128 printable characters")
+    check_labels(f"{field}.labels", md.labels)
+
+
+def _context(md: pb.RequestMetadata, opts: pb.RouteOptions) -> RequestContext:
+    return RequestContext(
+        tenant=md.tenant, tier=md.user_tier, labels=dict(md.labels),
+        max_cost=opts.max_cost if opts.HasField("max_cost") else None,
+        quality_floor=opts.quality_floor if opts.HasField("quality_floor") else None,
+        objective=opts.objective if opts.HasField("objective") else None,  # type: ignore[arg-type]
+    )
 
 
 def _check_deadline(context: grpc.aio.ServicerContext, when: str) -> None:
@@ -75,6 +91,9 @@ def _options(opts: pb.RouteOptions) -> tuple[int, int]:
         raise RequestError("options.top_scores", f"must be at most {_MAX_TOP}")
     if top_n > _MAX_TOP:
         raise RequestError("options.top_neighbours", f"must be at most {_MAX_TOP}")
+    check_policy_options("options", opts.max_cost if opts.HasField("max_cost") else None,
+                         opts.quality_floor if opts.HasField("quality_floor") else None,
+                         opts.objective if opts.HasField("objective") else None)
     return top_s, top_n
 
 
@@ -135,16 +154,49 @@ class RouterService(pb_grpc.RouterServicer):
         m.queue_depth.set(self._batcher.depth)
 
     async def _decide(
-        self, texts: list[str], opts: pb.RouteOptions, received_ns: int, context: grpc.aio.ServicerContext
+        self, texts: list[str], metadata: list[pb.RequestMetadata], opts: pb.RouteOptions, received_ns: int,
+        context: grpc.aio.ServicerContext, fields: list[str],
     ) -> list[pb.Decision]:
+        """Policy pre rules on the event loop (cheap: one RE2 pass and the PII validators); only the queries no
+        rule decided go through the batcher and the encoder; then post rules and the candidate choice."""
         _check_deadline(context, "before it reached the encoder; nothing was encoded")
         top_s, top_n = _options(opts)
-        results = await self._batcher.submit_many(texts, top_s, top_n)
+        router = self._get_router()
+        if router.policy is None:  # no policy declared: the semantic step alone
+            return self._answer(await self._batcher.submit_many(texts, top_s, top_n), received_ns, context)
+        ctxs = [_context(md, opts) for md in metadata]
+        pres = _pre_all(router, texts, ctxs, fields)
+        todo = [i for i, p in enumerate(pres) if not p.decided]
+        results = await self._batcher.submit_many([texts[i] for i in todo], top_s, top_n) if todo else []
+        semantic: dict[int, tuple[Decision, int]] = dict(zip(todo, results, strict=True))
+        if any(d.index_version != router.version for d, _ in results):
+            # a reload landed between the pre rules and the encoder: finish with the policy of the bundle that
+            # scored the queries (route names and candidates come from it)
+            router = self._get_router()
+            if router.policy is None:  # the new bundle declares no policy: its semantic decisions, for every query
+                done = ([semantic[i] for i in range(len(texts))] if len(todo) == len(texts)
+                        else await self._batcher.submit_many(texts, top_s, top_n))
+                return self._answer(done, received_ns, context)
+            pres = _pre_all(router, texts, ctxs, fields)
+        engine = router.policy
+        assert engine is not None  # checked above, after the last reload
+        decisions: list[tuple[Decision, int]] = []
+        for i, p in enumerate(pres):
+            sem, batch = semantic.get(i, (None, 0))
+            try:
+                d = engine.finish(p, sem, index_version=router.version, runtime=router.runtime.view(ctxs[i]))
+            except PolicyDeniedError as e:
+                raise _name_query(fields[i], e) from None
+            decisions.append((d, batch))
+        return self._answer(decisions, received_ns, context)
+
+    def _answer(self, decisions: list[tuple[Decision, int]], received_ns: int,
+                context: grpc.aio.ServicerContext) -> list[pb.Decision]:
         total = time.perf_counter_ns() - received_ns
-        out = [decision_to_pb(d, total_ns=total, batch_size=b) for d, b in results]
+        out = [decision_to_pb(d, total_ns=total, batch_size=b) for d, b in decisions]
         # Metrics are bookkeeping, not part of the answer: record them after the response has been handed to
         # gRPC (the next turn of the event loop) rather than in front of it.
-        asyncio.get_running_loop().call_soon(self._observe, [d for d, _ in results])
+        asyncio.get_running_loop().call_soon(self._observe, [d for d, _ in decisions])
         _check_deadline(context, "while it was being answered")
         return out
 
@@ -154,7 +206,8 @@ class RouterService(pb_grpc.RouterServicer):
         async def run() -> pb.RouteResponse:
             _check_text("text", request.text, self._limits.max_text_chars)
             _check_metadata("metadata", request.metadata)
-            (d,) = await self._decide([request.text], request.options, received, context)
+            self._metrics.tenants.count(request.metadata)
+            (d,) = await self._decide([request.text], [request.metadata], request.options, received, context, [""])
             return pb.RouteResponse(decision=d, request_id=request.metadata.request_id)
 
         return await self._guard("Route", context, run)
@@ -176,7 +229,10 @@ class RouterService(pb_grpc.RouterServicer):
             for i, q in enumerate(request.queries):
                 _check_text(f"queries[{i}].text", q.text, self._limits.max_text_chars)
                 _check_metadata(f"queries[{i}].metadata", q.metadata)
-            ds = await self._decide([q.text for q in request.queries], request.options, received, context)
+            for q in request.queries:
+                self._metrics.tenants.count(q.metadata)
+            ds = await self._decide([q.text for q in request.queries], [q.metadata for q in request.queries],
+                                    request.options, received, context, [f"queries[{i}]." for i in range(n)])
             return pb.RouteBatchResponse(decisions=ds)
 
         return await self._guard("RouteBatch", context, run)
@@ -190,6 +246,7 @@ class RouterService(pb_grpc.RouterServicer):
 
 def info_response(router: Router, batcher: MicroBatcher) -> pb.InfoResponse:
     b = router.bundle
+    policy = router.policy
     routes: dict[str, Any] = b.routes
     enc = b.manifest["encoder"]
     th = dict(zip(b.table.names, b.table.thresholds.tolist(), strict=True))
@@ -220,4 +277,24 @@ def info_response(router: Router, batcher: MicroBatcher) -> pb.InfoResponse:
         bundle_created=b.manifest.get("created", ""),
         max_batch_size=batcher.max_batch_size,
         max_wait_us=batcher.max_wait_us,
+        policy_version=policy.version if policy is not None else "",
+        policy_json=json.dumps(policy.describe(), sort_keys=True) if policy is not None else "",
+        tiers=list(policy.spec.tiers) if policy is not None else [],
+        default_tier=(policy.spec.default_tier or "") if policy is not None else "",
     )
+
+
+def _pre_all(router: Router, texts: list[str], ctxs: list[RequestContext], fields: list[str]) -> list[PreResult]:
+    assert router.policy is not None
+    out = []
+    for t, c, f in zip(texts, ctxs, fields, strict=True):
+        try:
+            out.append(router.policy.pre(t, c, field_prefix=f"{f}metadata"))
+        except PolicyDeniedError as e:
+            raise _name_query(f, e) from None
+    return out
+
+
+def _name_query(field: str, e: PolicyDeniedError) -> PolicyDeniedError:
+    """A denial in a batch names the query it is about."""
+    return PolicyDeniedError(f"{field.rstrip('.')}: {e}") if field else e

@@ -14,29 +14,48 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_BELOW_THRESHOLD: _ClassVar[Reason]
     REASON_NEGATIVE_MATCH: _ClassVar[Reason]
     REASON_NO_MATCH: _ClassVar[Reason]
+    REASON_NO_ELIGIBLE_MODEL: _ClassVar[Reason]
+    REASON_RULE: _ClassVar[Reason]
 REASON_UNSPECIFIED: Reason
 REASON_MATCHED: Reason
 REASON_BELOW_THRESHOLD: Reason
 REASON_NEGATIVE_MATCH: Reason
 REASON_NO_MATCH: Reason
+REASON_NO_ELIGIBLE_MODEL: Reason
+REASON_RULE: Reason
 
 class RequestMetadata(_message.Message):
-    __slots__ = ("tenant", "user_tier", "request_id")
+    __slots__ = ("tenant", "user_tier", "request_id", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     TENANT_FIELD_NUMBER: _ClassVar[int]
     USER_TIER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     user_tier: str
     request_id: str
-    def __init__(self, tenant: _Optional[str] = ..., user_tier: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, tenant: _Optional[str] = ..., user_tier: _Optional[str] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class RouteOptions(_message.Message):
-    __slots__ = ("top_scores", "top_neighbours")
+    __slots__ = ("top_scores", "top_neighbours", "max_cost", "quality_floor", "objective")
     TOP_SCORES_FIELD_NUMBER: _ClassVar[int]
     TOP_NEIGHBOURS_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FLOOR_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     top_scores: int
     top_neighbours: int
-    def __init__(self, top_scores: _Optional[int] = ..., top_neighbours: _Optional[int] = ...) -> None: ...
+    max_cost: float
+    quality_floor: float
+    objective: str
+    def __init__(self, top_scores: _Optional[int] = ..., top_neighbours: _Optional[int] = ..., max_cost: _Optional[float] = ..., quality_floor: _Optional[float] = ..., objective: _Optional[str] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
     __slots__ = ("text", "metadata", "options")
@@ -63,6 +82,38 @@ class RouteBatchRequest(_message.Message):
     queries: _containers.RepeatedCompositeFieldContainer[Query]
     options: RouteOptions
     def __init__(self, queries: _Optional[_Iterable[_Union[Query, _Mapping]]] = ..., options: _Optional[_Union[RouteOptions, _Mapping]] = ...) -> None: ...
+
+class TraceStep(_message.Message):
+    __slots__ = ("stage", "kind", "subject", "detail")
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
+    stage: str
+    kind: str
+    subject: str
+    detail: str
+    def __init__(self, stage: _Optional[str] = ..., kind: _Optional[str] = ..., subject: _Optional[str] = ..., detail: _Optional[str] = ...) -> None: ...
+
+class CandidateInfo(_message.Message):
+    __slots__ = ("model", "eligible", "excluded_by", "quality", "quality_source", "estimated_cost", "latency_ms", "score")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ELIGIBLE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_BY_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_FIELD_NUMBER: _ClassVar[int]
+    QUALITY_SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    eligible: bool
+    excluded_by: str
+    quality: float
+    quality_source: str
+    estimated_cost: float
+    latency_ms: float
+    score: float
+    def __init__(self, model: _Optional[str] = ..., eligible: _Optional[bool] = ..., excluded_by: _Optional[str] = ..., quality: _Optional[float] = ..., quality_source: _Optional[str] = ..., estimated_cost: _Optional[float] = ..., latency_ms: _Optional[float] = ..., score: _Optional[float] = ...) -> None: ...
 
 class RouteScore(_message.Message):
     __slots__ = ("route", "score")
@@ -103,7 +154,7 @@ class Timings(_message.Message):
     def __init__(self, queue_ns: _Optional[int] = ..., tokenize_ns: _Optional[int] = ..., encode_ns: _Optional[int] = ..., search_ns: _Optional[int] = ..., score_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("route", "model", "score", "threshold", "fallback", "reason", "margin", "scores", "neighbours", "index_version", "truncated", "n_tokens", "timings")
+    __slots__ = ("route", "model", "score", "threshold", "fallback", "reason", "margin", "scores", "neighbours", "index_version", "truncated", "n_tokens", "timings", "policy_version", "trace", "pii_kinds", "estimated_cost", "tier", "objective", "rule", "candidates")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +168,14 @@ class Decision(_message.Message):
     TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     N_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    TRACE_FIELD_NUMBER: _ClassVar[int]
+    PII_KINDS_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_COST_FIELD_NUMBER: _ClassVar[int]
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    RULE_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     route: str
     model: str
     score: float
@@ -130,7 +189,15 @@ class Decision(_message.Message):
     truncated: bool
     n_tokens: int
     timings: Timings
-    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., fallback: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., margin: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[RouteScore, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., index_version: _Optional[str] = ..., truncated: _Optional[bool] = ..., n_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ...) -> None: ...
+    policy_version: str
+    trace: _containers.RepeatedCompositeFieldContainer[TraceStep]
+    pii_kinds: _containers.RepeatedScalarFieldContainer[str]
+    estimated_cost: float
+    tier: str
+    objective: str
+    rule: str
+    candidates: _containers.RepeatedCompositeFieldContainer[CandidateInfo]
+    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., fallback: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., margin: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[RouteScore, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., index_version: _Optional[str] = ..., truncated: _Optional[bool] = ..., n_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., policy_version: _Optional[str] = ..., trace: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., pii_kinds: _Optional[_Iterable[str]] = ..., estimated_cost: _Optional[float] = ..., tier: _Optional[str] = ..., objective: _Optional[str] = ..., rule: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[CandidateInfo, _Mapping]]] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
     __slots__ = ("decision", "request_id")
@@ -190,7 +257,7 @@ class RouteInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., threshold: _Optional[float] = ..., description: _Optional[str] = ..., tier: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., n_utterances: _Optional[int] = ..., n_negative: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("index_version", "semroute_version", "fallback_model", "routes", "models", "encoder_name", "encoder_fingerprint", "encoder_dim", "encoder_max_tokens", "settings_json", "bundle_created", "max_batch_size", "max_wait_us")
+    __slots__ = ("index_version", "semroute_version", "fallback_model", "routes", "models", "encoder_name", "encoder_fingerprint", "encoder_dim", "encoder_max_tokens", "settings_json", "bundle_created", "max_batch_size", "max_wait_us", "policy_version", "policy_json", "tiers", "default_tier")
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEMROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -204,6 +271,10 @@ class InfoResponse(_message.Message):
     BUNDLE_CREATED_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     MAX_WAIT_US_FIELD_NUMBER: _ClassVar[int]
+    POLICY_VERSION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
+    TIERS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_TIER_FIELD_NUMBER: _ClassVar[int]
     index_version: str
     semroute_version: str
     fallback_model: str
@@ -217,4 +288,8 @@ class InfoResponse(_message.Message):
     bundle_created: str
     max_batch_size: int
     max_wait_us: int
-    def __init__(self, index_version: _Optional[str] = ..., semroute_version: _Optional[str] = ..., fallback_model: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[RouteInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., encoder_name: _Optional[str] = ..., encoder_fingerprint: _Optional[str] = ..., encoder_dim: _Optional[int] = ..., encoder_max_tokens: _Optional[int] = ..., settings_json: _Optional[str] = ..., bundle_created: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_wait_us: _Optional[int] = ...) -> None: ...
+    policy_version: str
+    policy_json: str
+    tiers: _containers.RepeatedScalarFieldContainer[str]
+    default_tier: str
+    def __init__(self, index_version: _Optional[str] = ..., semroute_version: _Optional[str] = ..., fallback_model: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[RouteInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., encoder_name: _Optional[str] = ..., encoder_fingerprint: _Optional[str] = ..., encoder_dim: _Optional[int] = ..., encoder_max_tokens: _Optional[int] = ..., settings_json: _Optional[str] = ..., bundle_created: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_wait_us: _Optional[int] = ..., policy_version: _Optional[str] = ..., policy_json: _Optional[str] = ..., tiers: _Optional[_Iterable[str]] = ..., default_tier: _Optional[str] = ...) -> None: ...
