@@ -21,7 +21,8 @@ RUN pip install --no-cache-dir ".[build]" \
  && HF_HUB_OFFLINE=1 semroute build-index routes --out /bundle
 
 FROM ${BASE_IMAGE}
-RUN useradd --system --uid 10001 semroute
+# a home directory: onnxruntime writes a telemetry identifier there, and warns at every start without one
+RUN useradd --system --uid 10001 --create-home --home-dir /home/semroute semroute
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY src ./src

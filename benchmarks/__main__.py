@@ -1,4 +1,4 @@
-"""python -m benchmarks [--quick|--full] [--suites encoder,graph,grpc,index,startup,peer,soak] [--out DIR]
+"""python -m benchmarks [--quick|--full] [--suites encoder,graph,grpc,index,startup,peer,soak,replicas] [--out DIR]
 
 Writes DIR/<mode>.json (summaries + machine facts) and DIR/<mode>.md (tables). Running a subset of suites keeps
 the other suites' results already in DIR/<mode>.json (each suite records when it ran and the load average then),
@@ -18,7 +18,7 @@ from typing import Any
 
 from semroute._fs import atomic_write_bytes
 
-from . import encoder, graph, grpc_e2e, index_scale, peer, soak, startup
+from . import encoder, graph, grpc_e2e, index_scale, peer, replicas, soak, startup
 from ._common import REPO, Mode, machine
 
 SUITES = {
@@ -29,6 +29,7 @@ SUITES = {
     "startup": ("Start-up and footprint", startup),
     "peer": ("Side by side with aurelio semantic-router (batch 1, one thread)", peer),
     "soak": ("Soak: bad requests and reloads under load (python -m benchmarks.soak)", soak),
+    "replicas": ("Three replicas behind Envoy (deploy/envoy/envoy.yaml, 127.0.0.1)", replicas),
 }
 
 

@@ -16,6 +16,7 @@
 #                    build behind a TLS-intercepting proxy or from a local wheelhouse works; no: mount nothing
 #   (RUN steps then see the same package sources this machine's pip uses; the image keeps none of them)
 #   STORAGE_DRIVER   containers/storage driver (default vfs: works inside containers, where overlay may not)
+# The image is written in docker format: the OCI format has no HEALTHCHECK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,6 +72,6 @@ fi
 args=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
 
 t0=$(date +%s)
-buildah bud --isolation "$BUILDAH_ISOLATION" --pull=false --layers "${mounts[@]}" "${args[@]}" -t "$TAG" . >&2
+buildah bud --isolation "$BUILDAH_ISOLATION" --pull=false --layers --format docker "${mounts[@]}" "${args[@]}" -t "$TAG" . >&2
 echo "build_image: built $TAG in $(( $(date +%s) - t0 )) s" >&2
 buildah images --format '{{.Name}}:{{.Tag}} {{.Size}}' "$TAG"

@@ -61,3 +61,25 @@ def clinc() -> dict[str, list[list[str]]]:
     from benchmarks._common import clinc
 
     return clinc()
+
+
+@pytest.fixture()
+def redis_server(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A real redis-server on a free loopback port (stopped afterwards)."""
+    from redis_harness import REDIS_BIN, RedisServer
+
+    if REDIS_BIN is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server); needed for shared-state tests")
+    server = RedisServer(tmp_path).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def feedback_bundle(encoder_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled routes plus a feedback: section (breakers, ladder, budgets, cache, endpoints)."""
+    from feedback_fixtures import build_feedback_bundle
+
+    return build_feedback_bundle(ROUTES, encoder_dir, tmp_path_factory.mktemp("feedback"))

@@ -102,7 +102,11 @@ def test_every_option_reads_its_environment_variable(monkeypatch: pytest.MonkeyP
                     assert ctx.get_parameter_source(opt.name) == ParameterSource.ENVIRONMENT, var  # type: ignore[arg-type]
                     got = ctx.params[opt.name]  # type: ignore[index]
                     assert got != opt.default, var
-                    assert str(got).lower() == raw.lower() or got == opt.type.convert(raw, opt, ctx), var
+                    if opt.multiple:  # a space-separated list in the environment, as click splits it
+                        want = tuple(opt.type.convert(v, opt, ctx) for v in raw.split())
+                        assert tuple(got) == want, var
+                    else:
+                        assert str(got).lower() == raw.lower() or got == opt.type.convert(raw, opt, ctx), var
                     checked.append(var)
     # the names the README and the Dockerfile use are among them
     for var in ("SEMROUTE_INDEX", "SEMROUTE_HOST", "SEMROUTE_PORT", "SEMROUTE_METRICS_PORT", "SEMROUTE_LOG_FORMAT",

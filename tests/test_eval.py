@@ -97,6 +97,10 @@ def test_calibrate_precision_objective(small_clinc: dict[str, Path], tmp_path: P
 def test_calibrate_refuses_same_dir(small_clinc: dict[str, Path]) -> None:
     r = cli("calibrate", "--index", str(small_clinc["bundle"]), "--data", str(small_clinc["val"]),
             "--out", str(small_clinc["bundle"]))
+    assert r.returncode == 2 and "already exists" in r.stderr  # an existing --out is refused before any work
+    # --force replaces a bundle at --out, but never the source it reads from
+    r = cli("calibrate", "--index", str(small_clinc["bundle"]), "--data", str(small_clinc["val"]),
+            "--out", str(small_clinc["bundle"]), "--force")
     assert r.returncode == 3 and "new bundle" in r.stderr
 
 

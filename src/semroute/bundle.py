@@ -192,6 +192,8 @@ def build_bundle(
         ],
         "utterances": rows,
     }
+    if routeset.feedback is not None:  # runtime settings (semroute.runtime); absent when a route set has none
+        routes_doc["feedback"] = routeset.feedback.model_dump()
     if calibration is not None:
         thresholds = calibration.get("thresholds", {})
         for r in routes_doc["routes"]:
@@ -422,6 +424,7 @@ def derive_bundle(
         (tmp / ROUTES).write_text(json.dumps(routes, indent=1, ensure_ascii=False) + "\n")
         names = [n for n in source.manifest["files"] if n != CONFIDENCE]
         (tmp / CONFIDENCE).unlink(missing_ok=True)
+        (tmp / "signature.json").unlink(missing_ok=True)  # it vouched for the source; sign the new version anew
         if confidence is not None:
             (tmp / CONFIDENCE).write_text(json.dumps(confidence.to_dict(), indent=1) + "\n")
             names.append(CONFIDENCE)

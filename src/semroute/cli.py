@@ -18,6 +18,7 @@ import click
 
 from ._envvars import EnvGroup
 from .errors import SemrouteError, exit_code
+from .ops.commands import COMMANDS, ops_options, pop_ops_config
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -168,9 +169,12 @@ def _decide(
     if server is not None:
         if opts["no_policy"]:
             raise RequestError("--no-policy", "works in-process only (--index); a server always applies its policy")
+        import grpc
+
         from .client import PolicyOptions, RouterClient
 
-        with RouterClient(server) as client:
+        creds = grpc.ssl_channel_credentials(opts["tls_ca"].read_bytes()) if opts["tls_ca"] else None
+        with RouterClient(server, api_key=opts["api_key"], credentials=creds) as client:
             return [d.to_dict() for d in client.route_batch(
                 items, tenant=opts["tenant"], user_tier=opts["tier"], labels=labels, top_scores=top,
                 top_neighbours=neighbours,
@@ -194,6 +198,8 @@ def _decide(
 @click.option("--top", type=int, default=5, show_default=True, help="Route scores to show.")
 @click.option("--neighbours", type=int, default=3, show_default=True, help="Nearest utterances to show.")
 @_policy_options
+@click.option("--api-key", envvar="SEMROUTE_API_KEY", help="API key for a server with --keys (env SEMROUTE_API_KEY).")
+@click.option("--tls-ca", type=click.Path(path_type=Path), help="CA (PEM) to trust for a TLS server.")
 @_errors
 def route(
     texts: Sequence[str], index_dir: Path | None, server: str | None, as_json: bool, top: int, neighbours: int,
@@ -361,6 +367,10 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
 @click.option("--watch-interval", default=2.0, show_default=True, help="Seconds between bundle checks.")
 @click.option("--max-tenants", default=100, show_default=True,
               help="Distinct tenants labelled in semroute_tenant_requests_total; later ones share '(other)'.")
+@click.option("--state", default="memory", show_default=True,
+              help="Runtime feedback state (breakers, budgets, cache, conversations): 'memory' for this process, "
+                   "or redis://HOST:PORT shared by replicas.")
+@ops_options
 @_errors
 def serve(index_dir: Path, **options: Any) -> None:
     """Serve the Router gRPC API (with health checking and reflection) on a bundle."""
@@ -370,7 +380,7 @@ def serve(index_dir: Path, **options: Any) -> None:
     from .server import serve as run
 
     logging.getLogger("semroute").setLevel(min(logging.getLogger().level, logging.WARNING))
-    config = ServeConfig(index=index_dir, **options)
+    config = ServeConfig(index=index_dir, ops=pop_ops_config(options), **options)
 
     json_logs = (click.get_current_context().find_root().obj or {}).get("log_format") == "json"
 
@@ -383,6 +393,10 @@ def serve(index_dir: Path, **options: Any) -> None:
             click.echo(msg, err=True)
 
     sys.exit(asyncio.run(run(config, ready=ready)))
+
+
+for _command in COMMANDS:  # keygen, sign, keys, audit (semroute.ops.commands)
+    main.add_command(_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,12 +14,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 import grpc
 
 from ._proto.semroute.v1 import router_pb2 as pb
 from ._proto.semroute.v1 import router_pb2_grpc as pb_grpc
-from .errors import BundleError, OverloadedError, PolicyDeniedError, RequestError, SemrouteError, UnavailableError
+from .errors import (
+    BundleError,
+    OverloadedError,
+    PermissionDeniedError,
+    PolicyDeniedError,
+    RequestError,
+    SemrouteError,
+    UnauthenticatedError,
+    UnavailableError,
+)
 from .scoring import Decision
 from .server.convert import decision_from_pb
 
@@ -32,20 +42,58 @@ def _error(e: grpc.RpcError) -> SemrouteError:
         field, _, msg = details.partition(": ")
         return RequestError(field, msg or details)
     if code == grpc.StatusCode.PERMISSION_DENIED:
-        return PolicyDeniedError(details)
+        # two causes share the status: the key (ops.interceptor, messages start "API key <id>") or the policy
+        return PermissionDeniedError(details) if details.startswith("API key ") else PolicyDeniedError(details)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         return OverloadedError(details)
     if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
         return UnavailableError(f"{code.name}: {details}")
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return BundleError(details)
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return UnauthenticatedError(details)
     return SemrouteError(f"{code.name}: {details}")
 
 
 def _metadata(
-    tenant: str, user_tier: str, request_id: str, labels: Mapping[str, str] | None = None
+    tenant: str, user_tier: str, request_id: str, labels: Mapping[str, str] | None = None, conversation_id: str = ""
 ) -> pb.RequestMetadata:
-    return pb.RequestMetadata(tenant=tenant, user_tier=user_tier, request_id=request_id, labels=labels or {})
+    return pb.RequestMetadata(tenant=tenant, user_tier=user_tier, request_id=request_id, labels=labels or {},
+                              conversation_id=conversation_id)
+
+
+def _route_request(
+    text: str, tenant: str, user_tier: str, request_id: str, top_scores: int, top_neighbours: int,
+    labels: Mapping[str, str] | None, policy: PolicyOptions | None, conversation_id: str,
+    escalate_from: str | None, confidence: float | None,
+) -> pb.RouteRequest:
+    req = pb.RouteRequest(
+        text=text, metadata=_metadata(tenant, user_tier, request_id, labels, conversation_id),
+        options=_options(top_scores, top_neighbours, policy),
+    )
+    if escalate_from is not None:
+        req.escalate.CopyFrom(pb.Escalation(from_model=escalate_from, confidence=1.0 if confidence is None
+                                            else confidence))
+    return req
+
+
+_OUTCOMES = {"ok": pb.OUTCOME_OK, "error": pb.OUTCOME_ERROR, "timeout": pb.OUTCOME_TIMEOUT,
+             "rate_limited": pb.OUTCOME_RATE_LIMITED}
+
+
+def _outcome_request(
+    request_id: str, model: str, outcome: str, endpoint: str, latency_ms: float, tokens_in: int, tokens_out: int,
+    confidence: float | None, feedback: str, tenant: str,
+) -> pb.ReportOutcomeRequest:
+    if outcome not in _OUTCOMES:
+        raise RequestError("outcome", f"'{outcome}' is not one of {', '.join(_OUTCOMES)}")
+    req = pb.ReportOutcomeRequest(
+        request_id=request_id, model=model, endpoint=endpoint, outcome=_OUTCOMES[outcome], latency_ms=latency_ms,
+        tokens_in=tokens_in, tokens_out=tokens_out, feedback=feedback, tenant=tenant,
+    )
+    if confidence is not None:
+        req.confidence = confidence
+    return req
 
 
 def _options(top_scores: int, top_neighbours: int, policy: PolicyOptions | None = None) -> pb.RouteOptions:
@@ -69,23 +117,49 @@ class PolicyOptions:
     objective: str | None = None
 
 
-class RouterClient:
-    """Blocking client. ``timeout`` is the per-call deadline in seconds."""
+class _Sync(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._md = metadata
 
-    def __init__(self, target: str, *, timeout: float = _DEFAULT_TIMEOUT) -> None:
-        self._channel = grpc.insecure_channel(target)
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(details._replace(metadata=(*(details.metadata or ()), *self._md)), request)
+
+
+class _Async(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._md = metadata
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(details._replace(metadata=(*(details.metadata or ()), *self._md)), request)
+
+
+def _auth(api_key: str | None) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {api_key}"),) if api_key else ()
+
+
+class RouterClient:
+    """Blocking client. ``timeout`` is the per-call deadline in seconds; ``api_key`` is sent as
+    ``authorization: Bearer`` metadata; ``credentials`` (grpc.ssl_channel_credentials) make the channel TLS."""
+
+    def __init__(self, target: str, *, timeout: float = _DEFAULT_TIMEOUT, api_key: str | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        self._channel = (grpc.secure_channel(target, credentials) if credentials is not None
+                         else grpc.insecure_channel(target))
+        if api_key:
+            self._channel = grpc.intercept_channel(self._channel, _Sync(_auth(api_key)))
         self._stub = pb_grpc.RouterStub(self._channel)  # type: ignore[no-untyped-call]
         self.timeout = timeout
 
     def route(
         self, text: str, *, tenant: str = "", user_tier: str = "", request_id: str = "",
         top_scores: int = 5, top_neighbours: int = 3, labels: Mapping[str, str] | None = None,
-        policy: PolicyOptions | None = None,
+        policy: PolicyOptions | None = None, conversation_id: str = "",
+        escalate_from: str | None = None, confidence: float | None = None,
     ) -> Decision:
-        req = pb.RouteRequest(
-            text=text, metadata=_metadata(tenant, user_tier, request_id, labels),
-            options=_options(top_scores, top_neighbours, policy),
-        )
+        """``escalate_from`` + ``confidence``: the previous answer (from that model) was this sure; under the
+        route's escalation threshold the decision is the next model up (reason ESCALATED)."""
+        req = _route_request(text, tenant, user_tier, request_id, top_scores, top_neighbours, labels, policy,
+                             conversation_id, escalate_from, confidence)
         try:
             return decision_from_pb(self._stub.Route(req, timeout=self.timeout).decision)
         except grpc.RpcError as e:
@@ -112,6 +186,20 @@ class RouterClient:
         except grpc.RpcError as e:
             raise _error(e) from None
 
+    def report_outcome(
+        self, request_id: str, model: str, outcome: str = "ok", *, endpoint: str = "", latency_ms: float = 0.0,
+        tokens_in: int = 0, tokens_out: int = 0, confidence: float | None = None, feedback: str = "",
+        tenant: str = "",
+    ) -> pb.ReportOutcomeResponse:
+        """Tell the router what happened when you called ``model`` (outcome: ok, error, timeout, rate_limited)."""
+        req = _outcome_request(request_id, model, outcome, endpoint, latency_ms, tokens_in, tokens_out, confidence,
+                               feedback, tenant)
+        try:
+            resp: pb.ReportOutcomeResponse = self._stub.ReportOutcome(req, timeout=self.timeout)
+            return resp
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
     def close(self) -> None:
         self._channel.close()
 
@@ -125,20 +213,24 @@ class RouterClient:
 class AsyncRouterClient:
     """asyncio client; one channel shared by all calls (HTTP/2 multiplexes them)."""
 
-    def __init__(self, target: str, *, timeout: float = _DEFAULT_TIMEOUT) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+    def __init__(self, target: str, *, timeout: float = _DEFAULT_TIMEOUT, api_key: str | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        interceptors = [_Async(_auth(api_key))] if api_key else None
+        self._channel = (grpc.aio.secure_channel(target, credentials, interceptors=interceptors)
+                         if credentials is not None else grpc.aio.insecure_channel(target, interceptors=interceptors))
         self._stub = pb_grpc.RouterStub(self._channel)  # type: ignore[no-untyped-call]
         self.timeout = timeout
 
     async def route(
         self, text: str, *, tenant: str = "", user_tier: str = "", request_id: str = "",
         top_scores: int = 5, top_neighbours: int = 3, labels: Mapping[str, str] | None = None,
-        policy: PolicyOptions | None = None,
+        policy: PolicyOptions | None = None, conversation_id: str = "",
+        escalate_from: str | None = None, confidence: float | None = None,
     ) -> Decision:
-        req = pb.RouteRequest(
-            text=text, metadata=_metadata(tenant, user_tier, request_id, labels),
-            options=_options(top_scores, top_neighbours, policy),
-        )
+        """``escalate_from`` + ``confidence``: the previous answer (from that model) was this sure; under the
+        route's escalation threshold the decision is the next model up (reason ESCALATED)."""
+        req = _route_request(text, tenant, user_tier, request_id, top_scores, top_neighbours, labels, policy,
+                             conversation_id, escalate_from, confidence)
         try:
             return decision_from_pb((await self._stub.Route(req, timeout=self.timeout)).decision)
         except grpc.RpcError as e:
@@ -163,6 +255,19 @@ class AsyncRouterClient:
         try:
             info: pb.InfoResponse = await self._stub.Info(pb.InfoRequest(), timeout=self.timeout)
             return info
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+    async def report_outcome(
+        self, request_id: str, model: str, outcome: str = "ok", *, endpoint: str = "", latency_ms: float = 0.0,
+        tokens_in: int = 0, tokens_out: int = 0, confidence: float | None = None, feedback: str = "",
+        tenant: str = "",
+    ) -> pb.ReportOutcomeResponse:
+        req = _outcome_request(request_id, model, outcome, endpoint, latency_ms, tokens_in, tokens_out, confidence,
+                               feedback, tenant)
+        try:
+            resp: pb.ReportOutcomeResponse = await self._stub.ReportOutcome(req, timeout=self.timeout)
+            return resp
         except grpc.RpcError as e:
             raise _error(e) from None
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,11 @@ import numpy as np
 import numpy.typing as npt
 
 from .errors import EncoderError
+
+# onnxruntime 1.32 starts a telemetry client (an HTTP uploader with a collector URL) and writes a device id under
+# $HOME unless told not to. Nothing on the serving path may reach the network or need a writable home, so it is off
+# unless the operator set the variable explicitly. Set before onnxruntime is first imported (it reads it then).
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 MODEL_FILE = "model.onnx"
 FP32_MODEL_FILE = "model_fp32.onnx"
@@ -109,6 +115,8 @@ class OnnxEncoder:
     ) -> None:
         import onnxruntime as ort
         from tokenizers import Tokenizer
+
+        ort.disable_telemetry_events()  # and its events off, should onnxruntime have been imported before us
 
         self.directory = Path(directory)
         meta_path = self.directory / META_FILE

@@ -8,6 +8,9 @@
     ├── RequestError             a request a client sent is invalid (names the field)
     ├── PolicyDeniedError        the routing policy refuses the request (names the rule, or why no model is eligible)
     ├── OverloadedError          admission control refused the request (queue full)
+    │   └── RateLimitedError         the caller's key or tenant is over its rate limit (carries the retry delay)
+    ├── UnauthenticatedError     no API key, or a malformed, unknown or revoked one (never echoes the key)
+    ├── PermissionDeniedError    a valid key asked for an RPC, tenant or tier it is not bound to
     └── UnavailableError         not serving yet, or shutting down
         └── DeadlineExceededError    the client's deadline passed before the query reached the encoder
 
@@ -84,6 +87,23 @@ class OverloadedError(SemrouteError):
     """Too many requests are queued; the caller should back off and retry."""
 
 
+class RateLimitedError(OverloadedError):
+    """The caller is over its rate limit. ``retry_after_s``: when the bucket will hold enough tokens (None: never,
+    the request costs more than the bucket holds)."""
+
+    def __init__(self, message: str, retry_after_s: float | None) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(message)
+
+
+class UnauthenticatedError(SemrouteError):
+    """The request carries no valid API key. Messages never contain the key."""
+
+
+class PermissionDeniedError(SemrouteError):
+    """The API key is valid but not allowed to do what was asked."""
+
+
 class UnavailableError(SemrouteError):
     """The server is not ready (still loading) or is shutting down."""
 
@@ -102,6 +122,8 @@ _TABLE: dict[type[SemrouteError], tuple[grpc.StatusCode, int]] = {
     EncoderError: (grpc.StatusCode.FAILED_PRECONDITION, 3),
     OverloadedError: (grpc.StatusCode.RESOURCE_EXHAUSTED, 4),
     UnavailableError: (grpc.StatusCode.UNAVAILABLE, 5),
+    UnauthenticatedError: (grpc.StatusCode.UNAUTHENTICATED, 6),
+    PermissionDeniedError: (grpc.StatusCode.PERMISSION_DENIED, 6),
     DeadlineExceededError: (grpc.StatusCode.DEADLINE_EXCEEDED, 5),
     SemrouteError: (grpc.StatusCode.INTERNAL, 1),
 }

@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 from .policy.schema import PolicySpec
 from .policy.types import Candidate
+from .runtime.settings import FeedbackSpec, check_feedback
 
 Aggregation = Literal["max", "mean_topk"]
 ScorerKind = Literal["knn", "logistic"]
@@ -143,6 +144,7 @@ class RouteFileModel(_Strict):
     defaults: Defaults | None = None
     policy: PolicySpec | None = None
     routes: list[RouteSpec] = Field(default_factory=list)
+    feedback: FeedbackSpec | None = None  # runtime feedback settings: semroute.runtime.settings
 
 
 @dataclass(frozen=True)
@@ -173,6 +175,7 @@ class RouteSet:
     fallback_candidates: tuple[Candidate, ...] = ()
     policy: PolicySpec | None = None  # None: no policy section anywhere (no policy step at all)
     warnings: tuple[str, ...] = ()  # file:line: field: message lines (e.g. a shadowed rule)
+    feedback: FeedbackSpec | None = None
 
     def route(self, name: str) -> Route:
         for r in self.routes:
@@ -261,6 +264,7 @@ _ALLOWED = {
     "fallback": list(Fallback.model_fields),
     "models": list(ModelSpec.model_fields),
     "policy": list(PolicySpec.model_fields),
+    "feedback": list(FeedbackSpec.model_fields),
 }
 
 
@@ -283,6 +287,8 @@ def _hint_for(err_type: str, loc: Sequence[str | int]) -> str:
         return "weights are >= 0, and at least one is positive"
     if err_type in ("greater_than_equal", "less_than_equal") and last in ("quality", "quality_floor"):
         return "qualities are estimates between 0 and 1"
+    if loc and loc[0] == "feedback" and err_type in ("greater_than", "greater_than_equal", "less_than_equal"):
+        return "the feedback settings and their ranges are in docs/feedback.md"
     if err_type in ("greater_than_equal", "less_than_equal"):
         return "thresholds are cosine similarities between 0 and 1; costs, weights and sizes must be >= 0"
     if _section(loc) == "policy" or "candidates" in loc:
@@ -405,6 +411,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
     models: dict[str, tuple[ModelSpec, Path]] = {}
     pending: list[tuple[RouteSpec, int, Path, _Located]] = []
     sources: dict[str, str] = {}
+    feedback: tuple[FeedbackSpec, Path, _Located] | None = None
 
     for path in files:
         sources[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
@@ -437,6 +444,13 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
                     field="policy", hint="declare the policy (tiers, rules) in exactly one file",
                 )
             policy = (rf.policy, path, loc)
+        if rf.feedback is not None:
+            if feedback is not None:
+                raise ConfigError(
+                    f"feedback settings are already declared in {feedback[1]}", file=path,
+                    line=loc.line(["feedback"]), field="feedback", hint="declare 'feedback' in exactly one file",
+                )
+            feedback = (rf.feedback, path, loc)
         for name, spec in rf.models.items():
             if not _NAME_RE.fullmatch(name):
                 raise ConfigError(
@@ -589,6 +603,8 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
 
         policy_spec = policy[0]
         warnings = check_policy(policy_spec, policy[1], policy[2].line, model_specs, routes, fb_candidates)
+    if feedback is not None:
+        check_feedback(feedback[0], list(models), [r.name for r in routes], file=feedback[1], line=feedback[2].line)
     return RouteSet(
         fallback_model=fallback[0],
         models=model_specs,
@@ -599,6 +615,7 @@ def load_routes(paths: Iterable[str | Path]) -> RouteSet:
         fallback_candidates=fb_candidates,
         policy=policy_spec,
         warnings=tuple(warnings),
+        feedback=feedback[0] if feedback is not None else None,
     )
 
 

@@ -31,6 +31,12 @@ class Reason(enum.StrEnum):
     NO_MATCH = "no_match"  # no route had any hit among the neighbours: fallback
     NO_ELIGIBLE_MODEL = "no_eligible_model"  # the policy excluded every candidate: its declared fallback model
     RULE = "rule"  # a policy rule forced the route or the model
+    # runtime feedback (semroute.runtime): the model differs from what the meaning alone chose, and why
+    ESCALATION_BUDGET_EXHAUSTED = "escalation_budget_exhausted"  # escalation asked, tenant's budget spent: kept
+    ESCALATED = "escalated"  # the caller's answer was unsure: the next model up the ladder
+    BREAKER_OPEN = "breaker_open"  # the chosen model's circuit breaker is open: the next available one
+    STICKY = "sticky"  # the conversation keeps the (stronger) model it already has
+    COST_BUDGET_EXHAUSTED = "cost_budget_exhausted"  # the tenant's spend is past its budget: no pricier model
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,11 @@ class Decision:
     candidates: tuple[CandidateResult, ...] = ()
     # plug-in: a per-query quality estimate per model (a predictor fills it in); replaces declared qualities
     predicted_quality: Mapping[str, float] | None = field(default=None, repr=False, compare=False)
+    # runtime feedback: answered from the decision cache (nothing encoded), the model's endpoint when it declares
+    # several, and what the feedback loop did, in order
+    cached: bool = False
+    endpoint: str | None = None
+    feedback_trace: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -108,6 +119,9 @@ class Decision:
             "index_version": self.index_version,
             "truncated": self.truncated,
             "n_tokens": self.n_tokens,
+            "cached": self.cached,
+            "endpoint": self.endpoint,
+            "feedback_trace": list(self.feedback_trace),
             "timings_ns": {
                 "tokenize": self.timings.tokenize_ns,
                 "encode": self.timings.encode_ns,

@@ -27,7 +27,7 @@ from ..routes import ModelSpec
 from ..scoring import Decision, Reason
 from .choose import Constraints, choose, estimate_cost, evaluate, hard_exclusion
 from .pii import PiiDetector
-from .rules import Facts, PatternSet, Test, compile_condition, reads_post
+from .rules import Facts, Gate, PatternSet, Test, compile_condition, gate, reads_post
 from .schema import Objective, PolicySpec, Rule, Tier
 from .types import EMPTY_RUNTIME, Candidate, CandidateResult, RequestContext, RuntimeView, TraceStep
 
@@ -85,12 +85,12 @@ class PolicyEngine:
         self.fallback_candidates = tuple(fallback_candidates)
         self.detector = PiiDetector()
         self.patterns = PatternSet()
-        self.pre_rules: list[tuple[Rule, Test]] = []
-        self.post_rules: list[tuple[Rule, Test]] = []
+        self.pre_rules = _RuleIndex()
+        self.post_rules = _RuleIndex()
         for rule in spec.rules:
             test = compile_condition(rule.when, self.patterns)
             post = rule.stage == "post" or (rule.stage is None and reads_post(rule.when))
-            (self.post_rules if post else self.pre_rules).append((rule, test))
+            (self.post_rules if post else self.pre_rules).add(rule, test, gate(rule.when, self.patterns))
         self.patterns.compile()
         doc = {
             "policy": spec.model_dump(mode="json", by_alias=True),
@@ -141,8 +141,8 @@ class PolicyEngine:
         self._apply(self.pre_rules, facts, acc, "pre")
         return PreResult(ctx, tier, facts, acc)
 
-    def _apply(self, rules: list[tuple[Rule, Test]], facts: Facts, acc: _Acc, stage: str) -> None:
-        for rule, test in rules:
+    def _apply(self, rules: _RuleIndex, facts: Facts, acc: _Acc, stage: str) -> None:
+        for rule, test in rules.open(facts):
             if not test(facts):
                 continue
             a = rule.then
@@ -284,6 +284,43 @@ class PolicyEngine:
             causes += f"; no_eligible fallback {ne.model}: {refused}"
         acc.steps.append(TraceStep("objective", "no eligible model", "", causes))
         raise PolicyDeniedError(f"no eligible model for {what} (REASON_NO_ELIGIBLE_MODEL): {causes}")
+
+
+class _RuleIndex:
+    """One stage's rules in file order, indexed by their gates (rules.gate): ``open`` yields, in file order, only
+    the rules whose gate the request opens, plus the ungated ones."""
+
+    def __init__(self) -> None:
+        self.rules: list[tuple[Rule, Test]] = []
+        self._always: list[int] = []
+        self._by_pattern: dict[object, list[int]] = {}
+        self._by_label: dict[object, list[int]] = {}
+        self._by_tenant: dict[str, list[int]] = {}
+
+    def add(self, rule: Rule, test: Test, g: Gate | None) -> None:
+        i = len(self.rules)
+        self.rules.append((rule, test))
+        if g is None:
+            self._always.append(i)
+        elif g[0] == "pattern":
+            self._by_pattern.setdefault(g[1], []).append(i)
+        elif g[0] == "label":
+            self._by_label.setdefault(g[1], []).append(i)
+        else:
+            for t in g[1]:  # type: ignore[attr-defined]
+                self._by_tenant.setdefault(t, []).append(i)
+
+    def open(self, facts: Facts) -> list[tuple[Rule, Test]]:
+        idx = list(self._always)
+        for m in facts.matched:
+            idx += self._by_pattern.get(m, ())
+        for k in facts.labels:
+            idx += self._by_label.get(k, ())
+        idx += self._by_tenant.get(facts.tenant, ())
+        return [self.rules[i] for i in sorted(set(idx))]
+
+    def __len__(self) -> int:
+        return len(self.rules)
 
 
 def _ceiling(tier_name: str | None, tier: Tier | None, ctx: RequestContext) -> tuple[float | None, str]:

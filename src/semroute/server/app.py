@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from .._proto.semroute.v1 import router_pb2 as pb
 from ..errors import SemrouteError
-from ..router import Router
+from ..ops.config import OpsConfig
 from .batcher import MicroBatcher
 from .decode import add_router_service
 from .metrics import Metrics
@@ -50,6 +50,8 @@ class ServeConfig:
     watch: bool = True
     watch_interval: float = 2.0
     max_tenants: int = 100  # distinct tenants labelled in semroute_tenant_requests_total; the rest share one label
+    state: str = "memory"  # runtime feedback state: 'memory' (this process) or redis://HOST:PORT shared by replicas
+    ops: OpsConfig | None = None  # keys, TLS, rate limits, audit, tracing, signed bundles
 
 
 def check_bindable(host: str, port: int, flag: str = "port") -> None:
@@ -87,9 +89,17 @@ async def serve(
     metrics = Metrics(max_tenants=config.max_tenants)
     check_bindable(config.host, config.port)
     check_bindable(config.host, config.metrics_port, "metrics-port")
+    from .feedback import make_store
+
+    # a bad --state URL fails here, before anything loads
+    feedback = make_store(config.state, metrics, config.max_tenants)
     # 1. load and warm: a bad bundle fails here, before a port is bound
-    router = await asyncio.to_thread(Router.load, config.index, threads=config.threads)
-    holder = RouterHolder(router, config.index, config.threads, metrics)
+    from ..ops.wiring import Ops
+
+    ops = Ops(config.ops, registry=metrics.registry)  # a bad key file or certificate fails before any loading
+    router = await asyncio.to_thread(ops.load_router, config.index, config.threads)  # with --trusted-key: signed
+    holder = RouterHolder(router, config.index, config.threads, metrics, ops.load_router)
+    ops.bind_router(lambda: holder.current)
     if config.watch:
         await holder.start()
     batcher = MicroBatcher(
@@ -100,9 +110,10 @@ async def serve(
         on_batch=metrics.batch_size.observe,
     )
     # 2. bind
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(interceptors=ops.interceptors, options=[("grpc.so_reuseport", 0)])
     limits = Limits(max_text_chars=config.max_text_chars, max_batch_queries=config.max_batch_queries)
-    service = RouterService(lambda: holder.current, batcher, limits, metrics)
+    service = RouterService(lambda: holder.current, batcher, limits, metrics, feedback)
+    feedback.sync(holder.current)
     add_router_service(server, service, metrics)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -110,9 +121,10 @@ async def serve(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME), server
     )
     try:
-        port = server.add_insecure_port(f"{config.host}:{config.port}")
+        port = ops.add_port(server, f"{config.host}:{config.port}")
     except RuntimeError as e:
         raise SemrouteError(f"cannot bind {config.host}:{config.port}: {e}") from e
+    ops.start(router.version)
     await server.start()
     batcher.start()
     if config.metrics_port:
@@ -156,6 +168,10 @@ async def serve(
         await stop.wait()
     finally:
         await _drain(config, server, service, batcher, health, watcher, tasks)
+        with contextlib.suppress(Exception):  # the state store's connections (Redis); nothing to do in process
+            await feedback.loop.store.close()
+        with contextlib.suppress(Exception):
+            await ops.close()  # flush the audit log, end the trace exporter
         if signals:
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)

@@ -13,6 +13,11 @@ REASON_TO_PB = {
     Reason.NO_MATCH: pb.REASON_NO_MATCH,
     Reason.NO_ELIGIBLE_MODEL: pb.REASON_NO_ELIGIBLE_MODEL,
     Reason.RULE: pb.REASON_RULE,
+    Reason.ESCALATION_BUDGET_EXHAUSTED: pb.REASON_ESCALATION_BUDGET_EXHAUSTED,
+    Reason.ESCALATED: pb.REASON_ESCALATED,
+    Reason.BREAKER_OPEN: pb.REASON_BREAKER_OPEN,
+    Reason.STICKY: pb.REASON_STICKY,
+    Reason.COST_BUDGET_EXHAUSTED: pb.REASON_COST_BUDGET_EXHAUSTED,
 }
 _PB_TO_REASON = {v: k for k, v in REASON_TO_PB.items()}
 
@@ -55,6 +60,12 @@ def decision_to_pb(d: Decision, *, total_ns: int = 0, batch_size: int = 1) -> pb
         msg.threshold = d.threshold
     if d.estimated_cost is not None:
         msg.estimated_cost = d.estimated_cost
+    if d.cached:
+        msg.cached = True
+    if d.endpoint is not None:
+        msg.endpoint = d.endpoint
+    if d.feedback_trace:
+        msg.feedback_trace.extend(d.feedback_trace)
     return msg
 
 
@@ -106,4 +117,7 @@ def decision_from_pb(msg: pb.Decision) -> Decision:
         objective=msg.objective,
         rule=msg.rule,
         candidates=tuple(_candidate_from_pb(c) for c in msg.candidates),
+        cached=msg.cached,
+        endpoint=msg.endpoint if msg.HasField("endpoint") else None,
+        feedback_trace=tuple(msg.feedback_trace),
     )

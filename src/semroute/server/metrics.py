@@ -72,6 +72,27 @@ class Metrics:
                     ["tenant"], registry=r),
             max_tenants,
         )
+        # runtime feedback (semroute.runtime)
+        self.breaker_state = Gauge(
+            "semroute_breaker_state", "Circuit breaker per model or model@endpoint: 0 closed, 1 half-open, 2 open",
+            ["key"], registry=r,
+        )
+        self.state_store_up = Gauge(
+            "semroute_state_store_up", "1 while the state store answers (always 1 in process)", registry=r
+        )
+        self.cache_lookups = Counter("semroute_decision_cache_lookups_total", "Decision cache lookups", registry=r)
+        self.cache_hits = Counter("semroute_decision_cache_hits_total", "Decision cache hits", registry=r)
+        self.cache_hit_ratio = Gauge(
+            "semroute_decision_cache_hit_ratio", "Decision cache hits / lookups since start", registry=r
+        )
+        self.escalations = Counter(
+            "semroute_escalations_total", "Escalation requests by route, tenant and outcome",
+            ["route", "tenant", "outcome"], registry=r,
+        )
+        self.outcomes = Counter(
+            "semroute_outcomes_total", "Reported outcomes by model, outcome, and whether the request_id was known",
+            ["model", "outcome", "request"], registry=r,
+        )
 
     def set_bundle(self, version: str, created: float | None) -> None:
         now = time.time()

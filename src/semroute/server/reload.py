@@ -21,6 +21,7 @@ import ctypes.util
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..encoder import file_sha256
@@ -93,8 +94,10 @@ class RouterHolder:
     """The router now serving. Reloads build a new Router beside the old one and swap the reference; batches
     already running keep the router they started with."""
 
-    def __init__(self, router: Router, path: Path, threads: int, metrics: Metrics) -> None:
+    def __init__(self, router: Router, path: Path, threads: int, metrics: Metrics,
+                 load: Callable[[Path, int], Router] | None = None) -> None:
         self.current = router
+        self._load_router = load or (lambda p, t: Router.load(p, threads=t))  # ops: signature checked first
         self._path = path
         self._threads = threads
         self._metrics = metrics
@@ -125,7 +128,7 @@ class RouterHolder:
 
     async def _load(self, reason: str, key: str | None) -> bool:
         try:
-            new = await asyncio.to_thread(Router.load, self._path, threads=self._threads)
+            new = await asyncio.to_thread(self._load_router, self._path, self._threads)
         except Exception as e:  # whatever it was, the old bundle keeps serving and the watcher keeps watching
             self._refused = key
             self._metrics.reloads.labels("refused").inc()

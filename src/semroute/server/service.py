@@ -29,6 +29,7 @@ from ..router import Router
 from ..scoring import Decision, Reason
 from .batcher import MicroBatcher
 from .convert import REASON_TO_PB, decision_to_pb
+from .feedback import ServingFeedback
 from .metrics import Metrics
 
 log = logging.getLogger("semroute.server")
@@ -63,6 +64,9 @@ def _check_metadata(field: str, md: pb.RequestMetadata) -> None:
             raise RequestError(f"{field}.{name}", "must be 0-64 characters of letters, digits, '_', '.', ':', '-'")
     if len(md.request_id) > 128 or not md.request_id.isprintable():
         raise RequestError(f"{field}.request_id", "must be at most 128 printable characters")
+    if len(md.conversation_id) > 128 or not md.conversation_id.isprintable():
+        raise RequestError(f"{field}.conversation_id", f"must be at most 128 printable characters "
+                                                       f"(got {len(md.conversation_id)})")
     check_labels(f"{field}.labels", md.labels)
 
 
@@ -99,9 +103,11 @@ def _options(opts: pb.RouteOptions) -> tuple[int, int]:
 
 class RouterService(pb_grpc.RouterServicer):
     def __init__(
-        self, get_router: Callable[[], Router], batcher: MicroBatcher, limits: Limits, metrics: Metrics
+        self, get_router: Callable[[], Router], batcher: MicroBatcher, limits: Limits, metrics: Metrics,
+        feedback: ServingFeedback | None = None,
     ) -> None:
         self._get_router = get_router
+        self._feedback = feedback  # the runtime feedback loop (semroute.runtime); None: decisions by meaning only
         self._batcher = batcher
         self._limits = limits
         self._metrics = metrics
@@ -207,6 +213,14 @@ class RouterService(pb_grpc.RouterServicer):
             _check_text("text", request.text, self._limits.max_text_chars)
             _check_metadata("metadata", request.metadata)
             self._metrics.tenants.count(request.metadata)
+            if self._feedback is not None:
+                async def compute() -> pb.Decision:
+                    return (await self._decide([request.text], [request.metadata], request.options, received,
+                                               context, [""]))[0]
+
+                d = await self._feedback.route(self._get_router(), request, _options(request.options), received,
+                                               compute, time.perf_counter_ns)
+                return pb.RouteResponse(decision=d, request_id=request.metadata.request_id)
             (d,) = await self._decide([request.text], [request.metadata], request.options, received, context, [""])
             return pb.RouteResponse(decision=d, request_id=request.metadata.request_id)
 
@@ -231,17 +245,34 @@ class RouterService(pb_grpc.RouterServicer):
                 _check_metadata(f"queries[{i}].metadata", q.metadata)
             for q in request.queries:
                 self._metrics.tenants.count(q.metadata)
+            if self._feedback is not None:
+                await self._feedback.refresh(self._get_router())
             ds = await self._decide([q.text for q in request.queries], [q.metadata for q in request.queries],
                                     request.options, received, context, [f"queries[{i}]." for i in range(n)])
+            if self._feedback is not None:
+                await self._feedback.batch(self._get_router(), list(request.queries), ds)
             return pb.RouteBatchResponse(decisions=ds)
 
         return await self._guard("RouteBatch", context, run)
 
     async def Info(self, request: pb.InfoRequest, context: grpc.aio.ServicerContext) -> pb.InfoResponse:
         async def run() -> pb.InfoResponse:
-            return info_response(self._get_router(), self._batcher)
+            resp = info_response(self._get_router(), self._batcher)
+            if self._feedback is not None:
+                await self._feedback.fill_info(self._get_router(), resp)
+            return resp
 
         return await self._guard("Info", context, run)
+
+    async def ReportOutcome(
+        self, request: pb.ReportOutcomeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReportOutcomeResponse:
+        async def run() -> pb.ReportOutcomeResponse:
+            if self._feedback is None:
+                raise RequestError("request_id", "this server runs without the feedback loop")
+            return await self._feedback.report(self._get_router(), request)
+
+        return await self._guard("ReportOutcome", context, run)
 
 
 def info_response(router: Router, batcher: MicroBatcher) -> pb.InfoResponse:

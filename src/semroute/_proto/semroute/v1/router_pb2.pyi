@@ -16,6 +16,19 @@ class Reason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_NO_MATCH: _ClassVar[Reason]
     REASON_NO_ELIGIBLE_MODEL: _ClassVar[Reason]
     REASON_RULE: _ClassVar[Reason]
+    REASON_ESCALATION_BUDGET_EXHAUSTED: _ClassVar[Reason]
+    REASON_ESCALATED: _ClassVar[Reason]
+    REASON_BREAKER_OPEN: _ClassVar[Reason]
+    REASON_STICKY: _ClassVar[Reason]
+    REASON_COST_BUDGET_EXHAUSTED: _ClassVar[Reason]
+
+class Outcome(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OUTCOME_UNSPECIFIED: _ClassVar[Outcome]
+    OUTCOME_OK: _ClassVar[Outcome]
+    OUTCOME_ERROR: _ClassVar[Outcome]
+    OUTCOME_TIMEOUT: _ClassVar[Outcome]
+    OUTCOME_RATE_LIMITED: _ClassVar[Outcome]
 REASON_UNSPECIFIED: Reason
 REASON_MATCHED: Reason
 REASON_BELOW_THRESHOLD: Reason
@@ -23,9 +36,19 @@ REASON_NEGATIVE_MATCH: Reason
 REASON_NO_MATCH: Reason
 REASON_NO_ELIGIBLE_MODEL: Reason
 REASON_RULE: Reason
+REASON_ESCALATION_BUDGET_EXHAUSTED: Reason
+REASON_ESCALATED: Reason
+REASON_BREAKER_OPEN: Reason
+REASON_STICKY: Reason
+REASON_COST_BUDGET_EXHAUSTED: Reason
+OUTCOME_UNSPECIFIED: Outcome
+OUTCOME_OK: Outcome
+OUTCOME_ERROR: Outcome
+OUTCOME_TIMEOUT: Outcome
+OUTCOME_RATE_LIMITED: Outcome
 
 class RequestMetadata(_message.Message):
-    __slots__ = ("tenant", "user_tier", "request_id", "labels")
+    __slots__ = ("tenant", "user_tier", "request_id", "labels", "conversation_id")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -37,11 +60,13 @@ class RequestMetadata(_message.Message):
     USER_TIER_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     LABELS_FIELD_NUMBER: _ClassVar[int]
+    CONVERSATION_ID_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     user_tier: str
     request_id: str
     labels: _containers.ScalarMap[str, str]
-    def __init__(self, tenant: _Optional[str] = ..., user_tier: _Optional[str] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    conversation_id: str
+    def __init__(self, tenant: _Optional[str] = ..., user_tier: _Optional[str] = ..., request_id: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., conversation_id: _Optional[str] = ...) -> None: ...
 
 class RouteOptions(_message.Message):
     __slots__ = ("top_scores", "top_neighbours", "max_cost", "quality_floor", "objective")
@@ -57,15 +82,25 @@ class RouteOptions(_message.Message):
     objective: str
     def __init__(self, top_scores: _Optional[int] = ..., top_neighbours: _Optional[int] = ..., max_cost: _Optional[float] = ..., quality_floor: _Optional[float] = ..., objective: _Optional[str] = ...) -> None: ...
 
+class Escalation(_message.Message):
+    __slots__ = ("from_model", "confidence")
+    FROM_MODEL_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    from_model: str
+    confidence: float
+    def __init__(self, from_model: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
+
 class RouteRequest(_message.Message):
-    __slots__ = ("text", "metadata", "options")
+    __slots__ = ("text", "metadata", "options", "escalate")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    ESCALATE_FIELD_NUMBER: _ClassVar[int]
     text: str
     metadata: RequestMetadata
     options: RouteOptions
-    def __init__(self, text: _Optional[str] = ..., metadata: _Optional[_Union[RequestMetadata, _Mapping]] = ..., options: _Optional[_Union[RouteOptions, _Mapping]] = ...) -> None: ...
+    escalate: Escalation
+    def __init__(self, text: _Optional[str] = ..., metadata: _Optional[_Union[RequestMetadata, _Mapping]] = ..., options: _Optional[_Union[RouteOptions, _Mapping]] = ..., escalate: _Optional[_Union[Escalation, _Mapping]] = ...) -> None: ...
 
 class Query(_message.Message):
     __slots__ = ("text", "metadata")
@@ -154,7 +189,7 @@ class Timings(_message.Message):
     def __init__(self, queue_ns: _Optional[int] = ..., tokenize_ns: _Optional[int] = ..., encode_ns: _Optional[int] = ..., search_ns: _Optional[int] = ..., score_ns: _Optional[int] = ..., total_ns: _Optional[int] = ..., batch_size: _Optional[int] = ...) -> None: ...
 
 class Decision(_message.Message):
-    __slots__ = ("route", "model", "score", "threshold", "fallback", "reason", "margin", "scores", "neighbours", "index_version", "truncated", "n_tokens", "timings", "policy_version", "trace", "pii_kinds", "estimated_cost", "tier", "objective", "rule", "candidates")
+    __slots__ = ("route", "model", "score", "threshold", "fallback", "reason", "margin", "scores", "neighbours", "index_version", "truncated", "n_tokens", "timings", "policy_version", "trace", "pii_kinds", "estimated_cost", "tier", "objective", "rule", "candidates", "cached", "endpoint", "feedback_trace")
     ROUTE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -176,6 +211,9 @@ class Decision(_message.Message):
     OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
     RULE_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_TRACE_FIELD_NUMBER: _ClassVar[int]
     route: str
     model: str
     score: float
@@ -197,7 +235,10 @@ class Decision(_message.Message):
     objective: str
     rule: str
     candidates: _containers.RepeatedCompositeFieldContainer[CandidateInfo]
-    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., fallback: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., margin: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[RouteScore, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., index_version: _Optional[str] = ..., truncated: _Optional[bool] = ..., n_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., policy_version: _Optional[str] = ..., trace: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., pii_kinds: _Optional[_Iterable[str]] = ..., estimated_cost: _Optional[float] = ..., tier: _Optional[str] = ..., objective: _Optional[str] = ..., rule: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[CandidateInfo, _Mapping]]] = ...) -> None: ...
+    cached: bool
+    endpoint: str
+    feedback_trace: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, route: _Optional[str] = ..., model: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., fallback: _Optional[bool] = ..., reason: _Optional[_Union[Reason, str]] = ..., margin: _Optional[float] = ..., scores: _Optional[_Iterable[_Union[RouteScore, _Mapping]]] = ..., neighbours: _Optional[_Iterable[_Union[Neighbour, _Mapping]]] = ..., index_version: _Optional[str] = ..., truncated: _Optional[bool] = ..., n_tokens: _Optional[int] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., policy_version: _Optional[str] = ..., trace: _Optional[_Iterable[_Union[TraceStep, _Mapping]]] = ..., pii_kinds: _Optional[_Iterable[str]] = ..., estimated_cost: _Optional[float] = ..., tier: _Optional[str] = ..., objective: _Optional[str] = ..., rule: _Optional[str] = ..., candidates: _Optional[_Iterable[_Union[CandidateInfo, _Mapping]]] = ..., cached: _Optional[bool] = ..., endpoint: _Optional[str] = ..., feedback_trace: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
     __slots__ = ("decision", "request_id")
@@ -212,6 +253,50 @@ class RouteBatchResponse(_message.Message):
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     decisions: _containers.RepeatedCompositeFieldContainer[Decision]
     def __init__(self, decisions: _Optional[_Iterable[_Union[Decision, _Mapping]]] = ...) -> None: ...
+
+class ReportOutcomeRequest(_message.Message):
+    __slots__ = ("request_id", "model", "endpoint", "outcome", "latency_ms", "tokens_in", "tokens_out", "confidence", "feedback", "tenant")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_IN_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_OUT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    model: str
+    endpoint: str
+    outcome: Outcome
+    latency_ms: float
+    tokens_in: int
+    tokens_out: int
+    confidence: float
+    feedback: str
+    tenant: str
+    def __init__(self, request_id: _Optional[str] = ..., model: _Optional[str] = ..., endpoint: _Optional[str] = ..., outcome: _Optional[_Union[Outcome, str]] = ..., latency_ms: _Optional[float] = ..., tokens_in: _Optional[int] = ..., tokens_out: _Optional[int] = ..., confidence: _Optional[float] = ..., feedback: _Optional[str] = ..., tenant: _Optional[str] = ...) -> None: ...
+
+class ReportOutcomeResponse(_message.Message):
+    __slots__ = ("duplicate", "known_request", "breaker")
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    KNOWN_REQUEST_FIELD_NUMBER: _ClassVar[int]
+    BREAKER_FIELD_NUMBER: _ClassVar[int]
+    duplicate: bool
+    known_request: bool
+    breaker: str
+    def __init__(self, duplicate: _Optional[bool] = ..., known_request: _Optional[bool] = ..., breaker: _Optional[str] = ...) -> None: ...
+
+class BreakerInfo(_message.Message):
+    __slots__ = ("key", "state", "opened_at")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OPENED_AT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    state: str
+    opened_at: float
+    def __init__(self, key: _Optional[str] = ..., state: _Optional[str] = ..., opened_at: _Optional[float] = ...) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()
@@ -257,7 +342,14 @@ class RouteInfo(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., threshold: _Optional[float] = ..., description: _Optional[str] = ..., tier: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., n_utterances: _Optional[int] = ..., n_negative: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("index_version", "semroute_version", "fallback_model", "routes", "models", "encoder_name", "encoder_fingerprint", "encoder_dim", "encoder_max_tokens", "settings_json", "bundle_created", "max_batch_size", "max_wait_us", "policy_version", "policy_json", "tiers", "default_tier")
+    __slots__ = ("index_version", "semroute_version", "fallback_model", "routes", "models", "encoder_name", "encoder_fingerprint", "encoder_dim", "encoder_max_tokens", "settings_json", "bundle_created", "max_batch_size", "max_wait_us", "policy_version", "policy_json", "tiers", "default_tier", "breakers", "state_store", "state_store_up", "latency_ms")
+    class LatencyMsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     INDEX_VERSION_FIELD_NUMBER: _ClassVar[int]
     SEMROUTE_VERSION_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -275,6 +367,10 @@ class InfoResponse(_message.Message):
     POLICY_JSON_FIELD_NUMBER: _ClassVar[int]
     TIERS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_TIER_FIELD_NUMBER: _ClassVar[int]
+    BREAKERS_FIELD_NUMBER: _ClassVar[int]
+    STATE_STORE_FIELD_NUMBER: _ClassVar[int]
+    STATE_STORE_UP_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     index_version: str
     semroute_version: str
     fallback_model: str
@@ -292,4 +388,8 @@ class InfoResponse(_message.Message):
     policy_json: str
     tiers: _containers.RepeatedScalarFieldContainer[str]
     default_tier: str
-    def __init__(self, index_version: _Optional[str] = ..., semroute_version: _Optional[str] = ..., fallback_model: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[RouteInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., encoder_name: _Optional[str] = ..., encoder_fingerprint: _Optional[str] = ..., encoder_dim: _Optional[int] = ..., encoder_max_tokens: _Optional[int] = ..., settings_json: _Optional[str] = ..., bundle_created: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_wait_us: _Optional[int] = ..., policy_version: _Optional[str] = ..., policy_json: _Optional[str] = ..., tiers: _Optional[_Iterable[str]] = ..., default_tier: _Optional[str] = ...) -> None: ...
+    breakers: _containers.RepeatedCompositeFieldContainer[BreakerInfo]
+    state_store: str
+    state_store_up: bool
+    latency_ms: _containers.ScalarMap[str, float]
+    def __init__(self, index_version: _Optional[str] = ..., semroute_version: _Optional[str] = ..., fallback_model: _Optional[str] = ..., routes: _Optional[_Iterable[_Union[RouteInfo, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., encoder_name: _Optional[str] = ..., encoder_fingerprint: _Optional[str] = ..., encoder_dim: _Optional[int] = ..., encoder_max_tokens: _Optional[int] = ..., settings_json: _Optional[str] = ..., bundle_created: _Optional[str] = ..., max_batch_size: _Optional[int] = ..., max_wait_us: _Optional[int] = ..., policy_version: _Optional[str] = ..., policy_json: _Optional[str] = ..., tiers: _Optional[_Iterable[str]] = ..., default_tier: _Optional[str] = ..., breakers: _Optional[_Iterable[_Union[BreakerInfo, _Mapping]]] = ..., state_store: _Optional[str] = ..., state_store_up: _Optional[bool] = ..., latency_ms: _Optional[_Mapping[str, float]] = ...) -> None: ...

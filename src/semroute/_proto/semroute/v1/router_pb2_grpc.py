@@ -49,6 +49,11 @@ class RouterStub:
                 request_serializer=semroute_dot_v1_dot_router__pb2.InfoRequest.SerializeToString,
                 response_deserializer=semroute_dot_v1_dot_router__pb2.InfoResponse.FromString,
                 _registered_method=True)
+        self.ReportOutcome = channel.unary_unary(
+                '/semroute.v1.Router/ReportOutcome',
+                request_serializer=semroute_dot_v1_dot_router__pb2.ReportOutcomeRequest.SerializeToString,
+                response_deserializer=semroute_dot_v1_dot_router__pb2.ReportOutcomeResponse.FromString,
+                _registered_method=True)
 
 
 class RouterServicer:
@@ -75,6 +80,14 @@ class RouterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReportOutcome(self, request, context):
+        """What happened when the caller called the chosen model: feeds circuit breakers, observed latency and spend.
+        Idempotent per request_id.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RouterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -92,6 +105,11 @@ def add_RouterServicer_to_server(servicer, server):
                     servicer.Info,
                     request_deserializer=semroute_dot_v1_dot_router__pb2.InfoRequest.FromString,
                     response_serializer=semroute_dot_v1_dot_router__pb2.InfoResponse.SerializeToString,
+            ),
+            'ReportOutcome': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportOutcome,
+                    request_deserializer=semroute_dot_v1_dot_router__pb2.ReportOutcomeRequest.FromString,
+                    response_serializer=semroute_dot_v1_dot_router__pb2.ReportOutcomeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -175,6 +193,33 @@ class Router:
             '/semroute.v1.Router/Info',
             semroute_dot_v1_dot_router__pb2.InfoRequest.SerializeToString,
             semroute_dot_v1_dot_router__pb2.InfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportOutcome(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/semroute.v1.Router/ReportOutcome',
+            semroute_dot_v1_dot_router__pb2.ReportOutcomeRequest.SerializeToString,
+            semroute_dot_v1_dot_router__pb2.ReportOutcomeResponse.FromString,
             options,
             channel_credentials,
             insecure,
