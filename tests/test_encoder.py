@@ -118,7 +118,8 @@ def test_provenance_recorded(encoder_dir: Path, int8: OnnxEncoder) -> None:
     assert meta["source"]["weights_sha256"] and len(meta["source"]["weights_sha256"]) == 64
     assert meta["quantization"]["calibration_sentences"] >= 250
     assert meta["fingerprint"] == int8.fingerprint
-    assert "onnxruntime" in meta["versions"] and "torch" in meta["versions"]
+    assert "onnxruntime" in meta["versions"] and "safetensors" in meta["versions"]
+    assert "torch" not in meta["versions"]  # the default export reads the weights without it
 
 
 def test_missing_encoder_dir_is_a_clear_error(tmp_path: Path) -> None:
@@ -126,3 +127,11 @@ def test_missing_encoder_dir_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(EncoderError, match="export-encoder"):
         OnnxEncoder(tmp_path)
+
+
+def test_int8_model_is_small(encoder_dir: Path) -> None:
+    """The word table is int8 (gathered, then dequantized): the encoder a bundle carries is under 25 MB (was 59)."""
+    from semroute.encoder import MODEL_FILE
+
+    assert (encoder_dir / MODEL_FILE).stat().st_size < 25_000_000
+    assert json.loads((encoder_dir / META_FILE).read_text())["word_table"].startswith("int8")

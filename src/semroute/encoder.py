@@ -124,7 +124,7 @@ class OnnxEncoder:
             if not (self.directory / need).is_file():
                 raise EncoderError(
                     f"encoder directory {self.directory} has no {need}; export one with "
-                    "'semroute export-encoder --out DIR' (needs: pip install 'semroute[export]')"
+                    "'semroute export-encoder --out DIR' (needs: pip install 'semroute[build]')"
                 )
         try:
             self._meta: dict[str, Any] = json.loads(meta_path.read_bytes())

