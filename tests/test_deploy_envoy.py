@@ -206,8 +206,8 @@ def test_the_kubernetes_prestop_hook_drains_envoy(cluster: Cluster) -> None:
     assert not load.errors and load.ok == 40, load.errors
 
 
-@pytest.mark.skip(reason="pending: needs per-key rate limits (i14-ops) sharing the Redis state store (i12-feedback); "
-                         "neither is in main yet, and the limiter's Redis bucket store is not written on either branch")
+@pytest.mark.skip(reason="pending (issue 14): rate limits are per replica until the limiter's BucketStore has a Redis "
+                         "implementation on the runtime state store (issue 12); both layers are in, the bridge is not")
 def test_rate_limit_holds_across_replicas(cluster: Cluster) -> None:
     """Hook for issue 14 item 10's last line: start the three replicas with auth on, one key limited to N per
     minute, and ``--state redis://`` on a real ``redis-server`` (port 0 is not possible for Redis: pick a free port
