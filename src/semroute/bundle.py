@@ -23,7 +23,7 @@ import json
 import shutil
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -398,6 +398,26 @@ def check_out_dir(out: Path, *, force: bool) -> None:
                        "bundle: choose a new directory")
 
 
+def write_derived_manifest(tmp: Path, source: Bundle, names: Sequence[str], **record: Any) -> None:
+    """Seal a new bundle version being written in ``tmp`` from ``source``: hash ``names`` (every file the new
+    version holds), stamp a version from those hashes, and record ``record`` (what made it) and ``parent``."""
+    manifest = dict(source.manifest)
+    content = hashlib.sha256(manifest["encoder"]["fingerprint"].encode())
+    files = {}
+    for name in names:
+        files[name] = file_sha256(tmp / name)
+        content.update(files[name].encode())
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    manifest.update(
+        version=f"{stamp}-{content.hexdigest()[:10]}",
+        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        files=files,
+        parent=source.version,
+        **record,
+    )
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
 def derive_bundle(
     src: str | Path,
     out: str | Path,
@@ -428,21 +448,7 @@ def derive_bundle(
         if confidence is not None:
             (tmp / CONFIDENCE).write_text(json.dumps(confidence.to_dict(), indent=1) + "\n")
             names.append(CONFIDENCE)
-        manifest = dict(source.manifest)
-        content = hashlib.sha256(manifest["encoder"]["fingerprint"].encode())
-        files = {}
-        for name in names:
-            files[name] = file_sha256(tmp / name)
-            content.update(files[name].encode())
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        manifest.update(
-            version=f"{stamp}-{content.hexdigest()[:10]}",
-            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            files=files,
-            calibration=calibration,
-            parent=source.version,
-        )
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        write_derived_manifest(tmp, source, names, calibration=calibration)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

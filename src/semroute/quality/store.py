@@ -7,16 +7,12 @@ Fitting writes a new bundle version (``parent`` = the source version), atomicall
 
 from __future__ import annotations
 
-import hashlib
-import json
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 from .._fs import replace_dir, temp_dir_beside
-from ..bundle import MANIFEST, Bundle, load_bundle
-from ..encoder import file_sha256
+from ..bundle import Bundle, load_bundle, write_derived_manifest
 from ..errors import BundleError
 from .predictor import QualityPredictor
 
@@ -46,22 +42,8 @@ def write_quality_bundle(src: str | Path, out: str | Path, predictor: QualityPre
         shutil.copytree(src, tmp, dirs_exist_ok=True)
         shutil.rmtree(tmp / QUALITY_DIR, ignore_errors=True)
         names = [f"{QUALITY_DIR}/{n}" for n in predictor.save(tmp / QUALITY_DIR)]
-        manifest = dict(source.manifest)
-        kept = [n for n in manifest["files"] if not n.startswith(f"{QUALITY_DIR}/")]
-        content = hashlib.sha256(manifest["encoder"]["fingerprint"].encode())
-        files = {}
-        for name in (*kept, *names):
-            files[name] = file_sha256(tmp / name)
-            content.update(files[name].encode())
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        manifest.update(
-            version=f"{stamp}-{content.hexdigest()[:10]}",
-            created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            files=files,
-            quality=record,
-            parent=source.version,
-        )
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        kept = [n for n in source.manifest["files"] if not n.startswith(f"{QUALITY_DIR}/")]
+        write_derived_manifest(tmp, source, [*kept, *names], quality=record)
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
