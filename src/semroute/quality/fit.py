@@ -58,6 +58,8 @@ class FitReport:
     # comparison (Brier of the best head-only setting minus the best, and that difference's standard error)
     most_accurate: Settings | None = None
     most_accurate_platt: F64 | None = None
+    head_only: Settings | None = None  # the best head-only setting (None if the grid has no blend 1)
+    head_only_platt: F64 | None = None
     rule: dict[str, Any] = field(default_factory=dict)
 
 
@@ -227,8 +229,8 @@ def fit_predictor(
         if gap <= fast_within_se * se:
             chosen = fast
     brier, settings, raw = chosen
-    platts = {id(c): np.array([fit_platt(c[2][:, j], scores[:, j]) for j in range(m)])
-              for c in ([best] if chosen is best else [best, chosen])}
+    distinct = {id(c): c for c in (best, chosen, fast) if c is not None}
+    platts = {i: np.array([fit_platt(c[2][:, j], scores[:, j]) for j in range(m)]) for i, c in distinct.items()}
     platt = platts[id(chosen)]
     oof = sigmoid(platt[:, 0] * logit(raw) + platt[:, 1])
     predictor = refit(vectors, feats, scores, models, settings, platt, seed=seed, index_factory=index_factory,
@@ -237,7 +239,9 @@ def fit_predictor(
                                    "candidates": len(table), "grid": asdict(grid), "latency_rule": rule}})
     report = FitReport(oof=oof, oof_raw=raw, settings=settings, brier=brier, table=table,
                        seconds=time.perf_counter() - t0, most_accurate=best[1],
-                       most_accurate_platt=platts[id(best)], rule=rule)
+                       most_accurate_platt=platts[id(best)], rule=rule,
+                       head_only=fast[1] if fast is not None else None,
+                       head_only_platt=platts[id(fast)] if fast is not None else None)
     return predictor, report
 
 
