@@ -113,3 +113,37 @@ def test_latency_rule_prefers_the_head_within_noise(encoder_dir: Path) -> None:
     gain = rep.oof[:, 0] - rep.oof[:, 1]
     assert gain[0::2].mean() > gain[1::2].mean() + 0.3
     assert fast.info["cv"]["latency_rule"]["fast_within_se"] == 1e6
+
+
+def test_fit_quality_head_only_bundle_has_no_outcome_index(encoder_dir: Path, tmp_path: Path) -> None:
+    """Through the CLI and the Router: --fast-within-se 1000 serves the head alone, without an outcome index."""
+    import json
+
+    from click.testing import CliRunner
+    from test_quality import ROUTES
+
+    from semroute.bundle import load_bundle
+    from semroute.cli import main
+    from semroute.router import Router
+
+    (tmp_path / "routes.yaml").write_text(ROUTES)
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in _prompts(random.Random(11), 120)))
+    runner = CliRunner()
+    r = runner.invoke(main, ["build-index", str(tmp_path / "routes.yaml"), "--out", str(tmp_path / "b0"),
+                             "--encoder", str(encoder_dir)])
+    assert r.exit_code == 0, r.output
+    fit = ["fit-quality", "--index", str(tmp_path / "b0"), "--outcomes", str(tmp_path / "train.jsonl")]
+    r = runner.invoke(main, [*fit, "--out", str(tmp_path / "b1"), "--folds", "3", "--fast-within-se", "1000"])
+    assert r.exit_code == 0, r.output
+    assert "head only" in r.output
+    b = load_bundle(tmp_path / "b1")
+    assert "quality/quality.faiss" not in b.manifest["files"]
+    assert b.manifest["quality"]["latency_rule"]["fast_within_se"] == 1000
+    router = Router.load(tmp_path / "b1")
+    assert router.quality_predictor is not None and router.quality_predictor.index is None
+    d = router.route("Ann has 12 eggs, buys 3 boxes of 6 eggs each, gives a third away and sells the rest for $2 "
+                     "each. How much does she make?")
+    assert set(d.predicted_quality) == {"big", "cheap"}
+    assert d.predicted_quality["cheap"] < 0.5
+    r = runner.invoke(main, [*fit, "--out", str(tmp_path / "b2"), "--fast-within-se", "-1"])
+    assert r.exit_code == 2 and "fast-within-se" in r.output
