@@ -55,15 +55,16 @@ def test_concurrent_takes_from_many_replicas_never_over_admit(redis_server) -> N
     from semroute.runtime.redis_store import RedisStore
 
     async def body() -> None:
-        # a generous timeout: 100 commands in flight per client open 100 connections at once, which on a loaded
-        # machine can outlast the default 250 ms and degrade to local buckets (the outage test covers that path)
-        replicas = [RedisStore(redis_server.url, timeout_s=5.0) for _ in range(4)]
+        # the default timeout: 100 commands in flight per client queue for the bounded pool's connections rather
+        # than opening 100 at once (which, on a loaded machine, outlasted 250 ms and degraded to local buckets)
+        replicas = [RedisStore(redis_server.url) for _ in range(4)]
         try:
             # no refill: exactly the burst is admitted, out of 400 takes racing over 4 clients' connections
             took = await asyncio.gather(*(replicas[i % 4].take_tokens("tenant:acme", 1, SLOW, 37)
                                           for i in range(400)))
             assert sum(w == 0.0 for w in took) == 37
             assert all(w > 0 for w in took if w != 0.0)
+            assert all(r.up for r in replicas), "a burst must not tip a replica into local buckets"
             # with refill (50 tokens/s): never more than burst + rate x elapsed, whichever replica asks
             t0 = time.monotonic()
             admitted = 0

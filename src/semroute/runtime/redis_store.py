@@ -159,15 +159,22 @@ class RedisStore:
         prefix: str = "semroute:",
         timeout_s: float = 0.25,
         retry_s: float = 1.0,
+        max_connections: int = 32,
         on_change: Callable[[bool], None] | None = None,
     ) -> None:
         host, port, db = parse_url(url)
         self.url = url
-        # no retries inside redis-py: a down Redis must cost a request one failed attempt, then none until retry_s
-        self._r = aioredis.Redis(
+        # A bounded pool that makes callers wait for a free connection: redis-py's default pool opens one
+        # connection per command in flight, so a burst of 100 requests meant 100 connects at once, which on a busy
+        # host overran the timeout and tipped every replica into per-replica state (rate limits included). With a
+        # cap, a burst queues for ~0.1 ms round trips on warm connections instead. No retries inside redis-py: a
+        # down Redis must cost a request one failed attempt, then none until retry_s.
+        pool = aioredis.BlockingConnectionPool(
             host=host, port=port, db=db, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0), decode_responses=False,
+            retry=Retry(NoBackoff(), 0), decode_responses=False, max_connections=max_connections,
+            timeout=timeout_s,
         )
+        self._r = aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it too
         self._p = prefix
         self._retry_s = retry_s
         self._on_change = on_change
