@@ -55,9 +55,9 @@ def test_concurrent_takes_from_many_replicas_never_over_admit(redis_server) -> N
     from semroute.runtime.redis_store import RedisStore
 
     async def body() -> None:
-        # the default timeout: 100 commands in flight per client queue for the bounded pool's connections rather
-        # than opening 100 at once (which, on a loaded machine, outlasted 250 ms and degraded to local buckets)
-        replicas = [RedisStore(redis_server.url) for _ in range(4)]
+        # a generous timeout: this tests atomicity, and 100 commands in flight per client on a loaded test machine
+        # can outlast the default 250 ms and degrade to local buckets (the outage test covers that path)
+        replicas = [RedisStore(redis_server.url, timeout_s=5.0) for _ in range(4)]
         try:
             # no refill: exactly the burst is admitted, out of 400 takes racing over 4 clients' connections
             took = await asyncio.gather(*(replicas[i % 4].take_tokens("tenant:acme", 1, SLOW, 37)
