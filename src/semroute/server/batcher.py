@@ -13,13 +13,14 @@ three extra event-loop callbacks and an executor round trip, and every extra wak
 core on a busy machine.
 
 Alone, a request skips even that crossing (``inline_when_idle``, on in the server): when the worker is idle, nothing
-is queued, no other RPC is in flight or was accepted since this one (``alone``, see ``server/arrivals.py``) and none
-has contended for the encoder in the last ``CONTENDED_S``, a single query is encoded on the event loop's thread,
-where it already is. A thread crossing is a wake-up, and a wake-up costs what the scheduler makes it cost: measured
-without gRPC, Route's handler took +0.5 ms over Router.route inline against +2.8 ms through the worker on a loaded
-machine (load 8, 2 cores). The loop is then blocked for one query's encoding (~2 ms for a short one), which is the
-time any other RPC arriving meanwhile waits before it is read; once two requests overlap, the worker takes over for
-at least ``CONTENDED_S``, so concurrent traffic is batched as before and the loop stays free for it.
+is queued, the service says no other RPC is in flight or was accepted around this one (``alone``, see
+``server/arrivals.py``) and none has contended for the encoder in the last ``CONTENDED_S``, a single query is encoded
+on the event loop's thread, where it already is. A thread crossing is a wake-up, and a wake-up costs what the
+scheduler makes it cost: without gRPC, Route's handler measured +0.5 ms over Router.route inline against +2.8 ms
+through the worker on a loaded machine (load 8, 2 cores). The loop is then blocked for one query's encoding (~2 ms
+for a short one), which is the time another RPC arriving meanwhile waits before it is read; once two requests
+overlap, the worker takes over for at least ``CONTENDED_S``, so concurrent traffic is batched as before and the loop
+stays free for it.
 
 Admission control: past ``max_queue`` queued queries, ``submit_many`` raises OverloadedError at once.
 """
@@ -56,6 +57,12 @@ _STOP = None  # sentinel on the queue: the worker exits
 # before one may be encoded inline again. Under concurrency the worker sees contention continuously, so this only
 # decides how soon a server that became quiet returns to the inline path.
 CONTENDED_S = 0.05
+# Turns of the event loop a lone-looking request yields before it is encoded inline. A call gRPC accepted meanwhile
+# needs four to show itself (its completion is read, the server's accept loop runs, its task is made, the task runs
+# the Arrivals interceptor): measured at concurrency 32 from idle, with 1 or 2 turns a quarter to a half of the
+# queries went inline one by one, with 3 a few per run, with 4 only the first. Five for a margin; each costs a few
+# microseconds (an epoll with timeout 0).
+_PROBE_TURNS = 5
 
 
 class MicroBatcher:
@@ -110,8 +117,11 @@ class MicroBatcher:
             )
         loop = asyncio.get_running_loop()
         if alone is not None and len(texts) == 1 and self._idle(loop):
-            # one turn of the loop first: an RPC gRPC accepted while this one was read gets to announce itself
-            await asyncio.sleep(0)
+            # a few turns of the loop first (no waiting: ready I/O is polled with timeout 0): a call gRPC has
+            # accepted meanwhile needs about that many (its completion is read, the server's accept loop makes
+            # its task, the task runs the Arrivals interceptor) to announce itself
+            for _ in range(_PROBE_TURNS):
+                await asyncio.sleep(0)
             if alone() and self._idle(loop):
                 return [self._inline(texts[0], top_scores, top_neighbours)]
         if self.inline_when_idle:

@@ -132,10 +132,13 @@ class RouterService(pb_grpc.RouterServicer):
         self._decision_counters: dict[tuple[str, Reason], Any] = {}
         self._rpc_metrics: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
         self.in_flight = 0  # RPCs being handled now; shutdown waits for this to stay at 0
+        self._ended = 0.0  # perf_counter when the last RPC's handler finished
 
     def _alone(self) -> bool:
-        """No other RPC in a handler, and none accepted after the caller's (batcher: the inline path)."""
-        return self.in_flight == 1 and self._arrivals is not None and self._arrivals.latest()
+        """No other RPC in a handler, none accepted after the caller's, and the caller's not accepted right as the
+        previous one ended (it waited behind it: arrivals.py). The batcher's inline path asks."""
+        return (self.in_flight == 1 and self._arrivals is not None
+                and self._arrivals.accepted_alone(self._ended))
 
     async def _semantic(self, texts: list[str], top_s: int, top_n: int) -> list[tuple[Decision, int]]:
         return await self._batcher.submit_many(texts, top_s, top_n,
@@ -156,6 +159,7 @@ class RouterService(pb_grpc.RouterServicer):
             await context.abort(code, "internal error; see the server log")
         finally:
             self.in_flight -= 1
+            self._ended = time.perf_counter()
             # bookkeeping after the answer is on its way (the next turn of the event loop), not in front of it
             asyncio.get_running_loop().call_soon(self._record_rpc, method, code, time.perf_counter() - start)
         raise AssertionError("unreachable")  # context.abort raises
