@@ -57,8 +57,10 @@ class ServerProcess:
         self.proc.communicate(timeout=60)
 
 
-async def _load(target: str, qs: list[str], concurrency: int, total: int, max_s: float) -> dict[str, Any]:
-    lat: list[float] = []
+async def _load(target: str, qs: list[str], concurrency: int, total: int, max_s: float,
+                lat: list[float] | None = None) -> dict[str, Any]:
+    """``concurrency`` callers share ``total`` Route calls; latencies are appended to ``lat`` when given."""
+    lat = [] if lat is None else lat
     errors = 0
     async with AsyncRouterClient(target, timeout=30) as c:
         for q in qs[:10]:
@@ -81,7 +83,30 @@ async def _load(target: str, qs: list[str], concurrency: int, total: int, max_s:
         t0 = time.perf_counter()
         await asyncio.gather(*[worker() for _ in range(concurrency)])
         elapsed = time.perf_counter() - t0
-    return {**summary(lat), "throughput_rps": len(lat) / elapsed, "errors": errors}
+    return {**summary(lat), "throughput_rps": len(lat) / elapsed, "errors": errors, "elapsed_s": elapsed}
+
+
+_ROUNDS = 3
+
+
+def _levels(servers: dict[str, ServerProcess], qs: list[str], levels: list[int], total: int) -> dict[str, Any]:
+    """Each level in ``_ROUNDS`` rounds, each round every server in turn with ``total / _ROUNDS`` calls, so load
+    drift on a shared machine (measured: +-20% between back-to-back runs of a second or two) hits every server
+    alike; per server, latencies pooled and throughput = calls / time over its rounds."""
+    out: dict[str, Any] = {}
+    for c in levels:
+        lat: dict[str, list[float]] = {k: [] for k in servers}
+        runs: dict[str, list[dict[str, Any]]] = {k: [] for k in servers}
+        for _ in range(_ROUNDS):
+            for k, s in servers.items():
+                before = len(lat[k])
+                r = asyncio.run(_load(s.target, qs, c, max(total // _ROUNDS, c), 60, lat[k]))
+                runs[k].append({**r, "throughput_rps": (len(lat[k]) - before) / r["elapsed_s"]})
+        out[str(c)] = {k: {**summary(lat[k]), "throughput_rps": len(lat[k]) / sum(r["elapsed_s"] for r in runs[k]),
+                           "errors": sum(r["errors"] for r in runs[k]),
+                           "rounds_rps": [round(r["throughput_rps"], 1) for r in runs[k]]}
+                       for k in servers}
+    return out
 
 
 _BLOCK = 25
@@ -177,9 +202,7 @@ def run(mode: Mode, workdir: Path) -> dict[str, Any]:
                 ServerProcess(bundle, "--max-batch-size", "1") as off:
             res["overhead"] = _overhead(bundle, on.target, qs[: mode.n(100, 500)], worker.target)
             servers = {"batching_on": on, "batching_on_no_inline": worker, "batching_off": off}
-            for c in levels:
-                # alternate the servers at each level so load drift hits them alike
-                res["levels"][str(c)] = {k: asyncio.run(_load(s.target, qs, c, total, 60)) for k, s in servers.items()}
+            res["levels"] = _levels(servers, qs, levels, total)
             res["rss_mb_after_load"] = {k: s.rss_mb() for k, s in servers.items()}
         base = res["levels"]["1"]["batching_off"]["throughput_rps"]
         for r in res["levels"].values():
@@ -209,8 +232,8 @@ def table(res: dict[str, Any]) -> str:
             lines.append(f"(of each Route call: in the server, handler to answer, p50 "
                          f"{o['grpc_route_server_side']['median_ms']:.2f} ms; outside it, transport and client, p50 "
                          f"{o['grpc_route_outside_server']['median_ms']:.2f} ms)")
-        lines += ["", "| concurrency | batching | p50 ms | p99 ms | req/s | x sequential |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", "| concurrency | batching | p50 ms | p99 ms | req/s | x sequential | req/s by round |",
+                  "|---|---|---|---|---|---|---|"]
         for c, lv in r["levels"].items():
             for k, x in lv.items():
                 if not isinstance(x, dict):
@@ -218,7 +241,8 @@ def table(res: dict[str, Any]) -> str:
                 ratio = x["throughput_rps"] / r["levels"]["1"]["batching_off"]["throughput_rps"]
                 label = {"batching_on": "on", "batching_on_no_inline": "on, --no-inline-when-idle",
                          "batching_off": "off"}.get(k, k)
+                by_round = ", ".join(f"{v:.0f}" for v in x.get("rounds_rps", []))
                 lines.append(f"| {c} | {label} | {x['median_ms']:.2f} | {x['p99_ms']:.2f} | "
-                             f"{x['throughput_rps']:.0f} | {ratio:.2f} |")
+                             f"{x['throughput_rps']:.0f} | {ratio:.2f} | {by_round} |")
         lines.append("")
     return "\n".join(lines)
