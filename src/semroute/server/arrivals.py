@@ -13,7 +13,7 @@ here, to send its next call), so it counts as contended even if the other call h
 (``RouterService._alone``). Calls accepted just after the caller are caught by the batcher's probe turns instead
 (``batcher._PROBE_TURNS``): while a lone query is encoded inline the loop is blocked and gRPC's core holds new calls
 unseen, and without those turns a burst from idle was accepted one call at a time, each looking alone (measured at
-concurrency 32: a quarter to half of the queries encoded inline one by one, mean batch 4.5 instead of ~17).
+concurrency 32, 200 queries a run: up to 77% of them encoded inline one by one, mean batch 4.5 instead of ~17).
 """
 
 from __future__ import annotations
