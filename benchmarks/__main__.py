@@ -1,5 +1,7 @@
-"""python -m benchmarks [--quick|--full] [--suites encoder,graph,grpc,floor,index,startup,peer,soak,replicas]
-       [--out DIR]
+"""python -m benchmarks [--quick|--full] [--suites encoder,graph,...] [--out DIR]
+
+Suites: encoder, graph, grpc, floor, index, startup, peer, soak, replicas, policy, pii, feedback, ops. soak, policy,
+pii, feedback and ops are also scripts of their own (python -m benchmarks.soak, ...) writing their own result files.
 
 Writes DIR/<mode>.json (summaries + machine facts) and DIR/<mode>.md (tables). Running a subset of suites keeps
 the other suites' results already in DIR/<mode>.json (each suite records when it ran and the load average then),
@@ -19,7 +21,21 @@ from typing import Any
 
 from semroute._fs import atomic_write_bytes
 
-from . import encoder, graph, grpc_e2e, grpc_floor, index_scale, peer, replicas, soak, startup
+from . import (
+    encoder,
+    feedback,
+    graph,
+    grpc_e2e,
+    grpc_floor,
+    index_scale,
+    ops,
+    peer,
+    pii,
+    policy,
+    replicas,
+    soak,
+    startup,
+)
 from ._common import REPO, Mode, machine
 
 SUITES = {
@@ -32,6 +48,11 @@ SUITES = {
     "peer": ("Side by side with aurelio semantic-router (batch 1, one thread)", peer),
     "soak": ("Soak: bad requests and reloads under load (python -m benchmarks.soak)", soak),
     "replicas": ("Three replicas behind Envoy (deploy/envoy/envoy.yaml, 127.0.0.1)", replicas),
+    "policy": ("Policy overhead (python -m benchmarks.policy)", policy),
+    "pii": ("PII detection: precision and recall per kind (python -m benchmarks.pii)", pii),
+    "feedback": ("Runtime feedback: decision cache, ReportOutcome, Redis state (python -m benchmarks.feedback)",
+                 feedback),
+    "ops": ("Auth + rate limit + audit: overhead and fuzz (python -m benchmarks.ops)", ops),
 }
 
 

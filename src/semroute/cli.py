@@ -329,7 +329,7 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None, ti
 def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: float | None, oos_share: float | None,
               prior: float, confidence: bool, force: bool) -> None:
     """Fit per-route thresholds on validation data and write them as a new bundle version."""
-    from .bundle import check_out_dir, derive_bundle
+    from .bundle import check_out_dir, derive_bundle, resign_note
 
     check_out_dir(out, force=force)
     from .calibration import calibrate as fit
@@ -347,7 +347,7 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
     ths = list(cal.thresholds.values())
     click.echo(f"wrote {out} (version {new.version}, parent {router.version}): objective {objective}, "
                f"global threshold {cal.global_threshold:.3f}, per-route {min(ths):.3f}..{max(ths):.3f}; "
-               f"confidence model {cal.details['confidence']}")
+               f"confidence model {cal.details['confidence']}{resign_note(index_dir, out)}")
 
 
 @main.command("fit-quality")

@@ -14,7 +14,7 @@ import numpy as np
 def fit_quality_command(index_dir: Path, outcomes: Path, out: Path, *, folds: int, seed: int, threads: int) -> str:
     from tqdm import tqdm
 
-    from ..bundle import load_bundle
+    from ..bundle import load_bundle, resign_note
     from ..encoder import OnnxEncoder
     from .fit import fit_predictor
     from .outcomes import load_outcomes
@@ -46,7 +46,7 @@ def fit_quality_command(index_dir: Path, outcomes: Path, out: Path, *, folds: in
             else f"{st.blend:.2f} head + {1 - st.blend:.2f} kNN")
     return (f"wrote {out} (version {new.version}, parent {bundle.version}): {len(data)} prompts, "
             f"{len(data.models)} models; {what} (k={st.k}, tau={st.tau}, clusters={st.clusters}, l2={st.l2}); "
-            f"{folds}-fold Brier {report.brier:.4f} in {time.perf_counter() - t0:.0f}s")
+            f"{folds}-fold Brier {report.brier:.4f} in {time.perf_counter() - t0:.0f}s{resign_note(index_dir, out)}")
 
 
 def eval_cost_command(index_dir: Path, outcomes: Path, *, weak: str | None, strong: str | None,

@@ -98,7 +98,8 @@ async def serve(
     # 1. load and warm: a bad bundle fails here, before a port is bound
     from ..ops.wiring import Ops
 
-    ops = Ops(config.ops, registry=metrics.registry)  # a bad key file or certificate fails before any loading
+    # a bad key file or certificate fails before any loading; rate limits share the state store when it is Redis
+    ops = Ops(config.ops, registry=metrics.registry, state=feedback.loop.store)
     router = await asyncio.to_thread(ops.load_router, config.index, config.threads)  # with --trusted-key: signed
     holder = RouterHolder(router, config.index, config.threads, metrics, ops.load_router)
     ops.bind_router(lambda: holder.current)
