@@ -359,12 +359,18 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
               help="Cross-validation folds for choosing the settings and calibrating.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Fold assignment and k-means seed.")
 @click.option("--threads", type=int, default=2, show_default=True, help="Encoder threads while embedding.")
+@click.option("--fast-within-se", type=click.FloatRange(0, 1e6), default=1.0, show_default=True,
+              help="Prefer the head-only predictor (no index search when serving) if its cross-validated Brier "
+                   "score is within this many standard errors of the best; 0: always the most accurate; 1000: "
+                   "head only whenever the grid has one.")
 @_errors
-def fit_quality(index_dir: Path, outcomes: Path, out: Path, folds: int, seed: int, threads: int) -> None:
+def fit_quality(index_dir: Path, outcomes: Path, out: Path, folds: int, seed: int, threads: int,
+                fast_within_se: float) -> None:
     """Fit a per-model quality predictor on outcomes and write it as a new bundle version."""
     from .quality.commands import fit_quality_command
 
-    click.echo(fit_quality_command(index_dir, outcomes, out, folds=folds, seed=seed, threads=threads))
+    click.echo(fit_quality_command(index_dir, outcomes, out, folds=folds, seed=seed, threads=threads,
+                                   fast_within_se=fast_within_se))
 
 
 @main.command("eval-cost")
