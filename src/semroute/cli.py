@@ -402,6 +402,9 @@ def eval_cost(index_dir: Path, outcomes: Path, weak: str | None, strong: str | N
 @click.option("--max-batch-size", default=32, show_default=True, help="Most queries per encoder call (1: no batching).")
 @click.option("--max-wait-us", default=0, show_default=True,
               help="Longest wait for more queries before encoding a partial batch.")
+@click.option("--inline-when-idle/--no-inline-when-idle", default=True, show_default=True,
+              help="Encode a lone query on the event loop's thread instead of handing it to the encoder thread "
+                   "(saves two thread wake-ups; concurrent queries are batched on the encoder thread either way).")
 @click.option("--max-queue", default=1024, show_default=True,
               help="Queued queries past which requests get RESOURCE_EXHAUSTED.")
 @click.option("--max-text-chars", default=10_000, show_default=True, help="Longest accepted query text.")
