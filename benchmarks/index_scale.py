@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from semroute.index import ANN_FACTORY, VectorIndex, choose_factory, default_ef_search, set_threads
+from semroute.index import ANN_FACTORY, VectorIndex, choose_factory, set_threads
 
 from ._common import Mode, summary
 
@@ -83,15 +83,14 @@ ALTERNATIVES: list[tuple[str, dict[str, int], str]] = [
     ("HNSW32,SQ8", {}, "8-bit vectors: least memory, lower recall at equal effort"),
     ("HNSW16,SQfp16", {}, "fewer links: faster build, lower recall at equal effort"),
 ]
-# At 1M: the frontier around the target (p99 <= 1 ms at recall@10 >= 0.98). Inverted lists over 4-bit product
-# codes scanned with SIMD ("fast scan"), the best k x 80 re-ranked exactly against fp16 vectors: the best of the
-# other index types tried (docs/index.md lists them); nprobe 128 and k_factor 80 are its defaults at 4,096 lists.
-REFINED_IVF = "IVF4096,PQ96x4fs,Refine(SQfp16)"
+# At 1M: the frontier around the target (p99 <= 1 ms at recall@10 >= 0.98): the HNSW default below LARGE_FROM
+# (the default at 1M too until 2026-11-29) at three search efforts, against the default (refined IVF).
 FRONTIER: list[tuple[str, dict[str, int], str]] = [
-    (ANN_FACTORY, {"ef_search": 192}, "between"),
-    (REFINED_IVF, {}, "4-bit codes scanned with SIMD, top 800 re-ranked in fp16: faster build, less memory"),
-    (REFINED_IVF, {"nprobe": 64, "k_factor": 40}, "half the search effort"),
+    (ANN_FACTORY, {"ef_search": 256}, "HNSW over fp16 vectors (the default below 300k)"),
+    (ANN_FACTORY, {"ef_search": 192}, "HNSW, less effort"),
+    (ANN_FACTORY, {"ef_search": 128}, "HNSW, half the effort"),
 ]
+HALF = {"half": 1}  # half of each of the default's search-effort settings
 
 
 def _ivf_alternative(n: int) -> tuple[str, dict[str, int], str]:
@@ -140,11 +139,10 @@ def run(mode: Mode) -> dict[str, Any]:
         x, q = synthetic(n, n_q, seed=n)
         exact = VectorIndex.build(x, "Flat")
         truth = exact.search(q, 10).ids
-        default = choose_factory(n)
+        default = choose_factory(n, x.shape[1])
         plan: list[tuple[str, dict[str, int], str]] = [("Flat", {}, "exact")]
         if default != "Flat":
-            half = {"ef_search": default_ef_search(n) // 2}
-            plan += [(default, {}, "default"), (default, half, "half the search effort")]
+            plan += [(default, {}, "default"), (default, HALF, "half the search effort")]
         if n == compare_at:
             if default == "Flat":
                 plan.append((ANN_FACTORY, {}, "the default past EXACT_MAX"))
@@ -161,6 +159,8 @@ def run(mode: Mode) -> dict[str, Any]:
                 built[factory] = (idx, time.perf_counter() - t, _index_mb(idx))
             idx, build_s, mb = built[factory]
             idx.reset_search_params()
+            if effort is HALF:
+                effort = {k: v // 2 for k, v in idx.search_params.items()}
             idx.set_ef_search(effort.get("ef_search"))
             idx.set_nprobe(effort.get("nprobe"))
             idx.set_k_factor(effort.get("k_factor"))

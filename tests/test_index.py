@@ -15,11 +15,13 @@ from semroute.index import (
     HNSW_EF_SEARCH_LARGE,
     HNSW_EF_SEARCH_LARGE_FROM,
     IVF_NPROBE,
+    LARGE_FROM,
     REFINE_K_FACTOR,
     VectorIndex,
     choose_factory,
     default_ef_search,
     default_nprobe,
+    large_factory,
 )
 
 REFINED_IVF = "IVF16,PQ8x4fs,Refine(SQfp16)"
@@ -30,9 +32,13 @@ def _vectors(n: int, seed: int = 0) -> np.ndarray:
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def test_exact_up_to_exact_max_then_ann() -> None:
-    assert choose_factory(1) == choose_factory(EXACT_MAX) == "Flat"
-    assert choose_factory(EXACT_MAX + 1) == ANN_FACTORY
+def test_exact_up_to_exact_max_then_hnsw_then_refined_ivf() -> None:
+    assert choose_factory(1, 384) == choose_factory(EXACT_MAX, 384) == "Flat"
+    assert choose_factory(EXACT_MAX + 1, 384) == choose_factory(LARGE_FROM - 1, 384) == ANN_FACTORY
+    assert choose_factory(LARGE_FROM, 384) == large_factory(LARGE_FROM, 384) == "IVF2048,PQ96x4fs,Refine(SQfp16)"
+    assert choose_factory(1_000_000, 384) == "IVF4096,PQ96x4fs,Refine(SQfp16)"
+    assert choose_factory(1_000_000, 768) == "IVF4096,PQ192x4fs,Refine(SQfp16)"
+    assert choose_factory(1_000_000, 390) == ANN_FACTORY  # product codes need a dimension divisible by 4
 
 
 def test_search_effort_grows_with_the_index() -> None:

@@ -54,17 +54,33 @@ HNSW_EF_CONSTRUCTION = 100
 HNSW_EF_SEARCH = 128
 HNSW_EF_SEARCH_LARGE = 256
 HNSW_EF_SEARCH_LARGE_FROM = 300_000
-# For IVF overrides ("IVF4096_HNSW32,Flat", "IVF4096,PQ96x4fs,Refine(SQfp16)"): lists searched per query, 1/32 of
-# the lists but at least IVF_NPROBE, and an HNSW coarse quantizer's effort (at least nprobe: it returns nprobe lists).
+# From this size: inverted lists over 4-bit product codes scanned with SIMD ("fast scan"), the best candidates
+# re-ranked exactly against half-precision vectors (``large_factory``).
+LARGE_FROM = 300_000
+# For every IVF index (the large default, overrides such as "IVF4096_HNSW32,Flat"): lists searched per query, 1/32
+# of the lists but at least IVF_NPROBE, and an HNSW coarse quantizer's effort (at least nprobe: it returns nprobe
+# lists); k-means trains on at most this many vectors per list (FAISS's default, 256, took 15 minutes at 1M).
 IVF_NPROBE = 32
 IVF_NPROBE_SHARE = 32
 IVF_QUANTIZER_EF_SEARCH = 64
-# For re-ranked overrides ("...,Refine(SQfp16)"): candidates re-ranked exactly, as a multiple of k.
+IVF_TRAIN_PER_LIST = 64
+# For every re-ranked index ("...,Refine(SQfp16)"): candidates re-ranked exactly, as a multiple of k.
 REFINE_K_FACTOR = 80
 
 
-def choose_factory(n_vectors: int) -> str:
-    return "Flat" if n_vectors <= EXACT_MAX else ANN_FACTORY
+def choose_factory(n_vectors: int, dim: int) -> str:
+    """``Flat`` up to ``EXACT_MAX`` vectors, then ``ANN_FACTORY``, and from ``LARGE_FROM`` ``large_factory``."""
+    if n_vectors <= EXACT_MAX:
+        return "Flat"
+    if n_vectors < LARGE_FROM or dim % 4:  # product codes of 4 dimensions each
+        return ANN_FACTORY
+    return large_factory(n_vectors, dim)
+
+
+def large_factory(n_vectors: int, dim: int) -> str:
+    """IVF over ~4 sqrt(n) lists (FAISS's rule of thumb), 4-bit PQ codes of 4 dimensions each, fp16 re-ranking."""
+    nlist = 1 << max(6, round(float(np.log2(np.sqrt(n_vectors) * 4))))
+    return f"IVF{nlist},PQ{dim // 4}x4fs,Refine(SQfp16)"
 
 
 def default_nprobe(n_lists: int) -> int:
@@ -96,8 +112,8 @@ class VectorIndex:
     def build(cls, vectors: npt.NDArray[np.float32], factory: str | None = None) -> VectorIndex:
         import faiss
 
-        factory = factory or choose_factory(len(vectors))
         dim = vectors.shape[1]
+        factory = factory or choose_factory(len(vectors), dim)
         try:
             index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
         except RuntimeError as e:
@@ -105,6 +121,9 @@ class VectorIndex:
         hnsw = _hnsw(index)
         if hnsw is not None:
             hnsw.efConstruction = HNSW_EF_CONSTRUCTION
+        ivf = _ivf(index)
+        if ivf is not None:
+            ivf.cp.max_points_per_centroid = IVF_TRAIN_PER_LIST
         x = np.ascontiguousarray(vectors, dtype=np.float32)
         if not index.is_trained:
             index.train(x)
