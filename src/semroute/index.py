@@ -1,9 +1,16 @@
 """The FAISS index of utterance embeddings: choice of index type, build, search.
 
 Inner product over unit vectors is cosine similarity. Exact search (``Flat``) up to ``EXACT_MAX`` vectors; past that
-an HNSW graph over half-precision vectors (``ANN_FACTORY``). Any FAISS index-factory string overrides the choice;
-the search-time effort (HNSW ``efSearch``, IVF ``nprobe``) is applied at build and again at load, so a bundle built
-before a default changed searches with today's setting.
+an HNSW graph over half-precision vectors (``ANN_FACTORY``); from ``LARGE_FROM`` inverted lists over 4-bit product
+codes re-ranked against half-precision vectors (``large_factory``). Any FAISS index-factory string overrides the
+choice; the search-time effort (HNSW ``efSearch``, IVF ``nprobe``, re-ranking ``k_factor``) is applied at build and
+again at load, so a bundle built before a default changed searches with today's setting.
+
+2026-11-29 (docs/index.md has the detail): at 1M the refined IVF default beat HNSW32,SQfp16 in two suite runs at
+recall@10 ~0.984 (CPU p99 1.81 vs 2.56 ms, and 1.56 vs 3.82 ms; builds 353 vs 865 s; 795 vs 992 MB), and at 300k
+in an exploratory run (0.985 at 0.72 ms p99 with nprobe 64, k x 40, vs HNSW efSearch 128: 0.983 at 0.79-1.13 ms).
+The 1 ms target at 1M is still missed (1.8x). All the recall lost is on out-of-scope queries (in scope: 0.998-1.0).
+HNSW48, and HNSW walks over SQ8 / SQ4 / PQ codes re-ranked in fp16, did no better than HNSW32 over fp16 at 300k.
 
 How the defaults were chosen (synthetic vectors shaped like CLINC150's embeddings, see benchmarks/index_scale.py;
 1,000 queries searched one at a time on one thread as the server does; builds on two threads; recall@10 against
