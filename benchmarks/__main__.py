@@ -1,5 +1,8 @@
 """python -m benchmarks [--quick|--full] [--suites encoder,graph,...] [--index-sizes 1000000] [--out DIR]
 
+Suites: encoder, graph, grpc, floor, index, startup, peer, soak, replicas, policy, pii, feedback, ops. soak, policy,
+pii, feedback and ops are also scripts of their own (python -m benchmarks.soak, ...) writing their own result files.
+
 Writes DIR/<mode>.json (summaries + machine facts) and DIR/<mode>.md (tables). Running a subset of suites keeps
 the other suites' results already in DIR/<mode>.json (each suite records when it ran and the load average then),
 so a long suite can be rerun alone without rerunning the rest.
@@ -18,18 +21,38 @@ from typing import Any
 
 from semroute._fs import atomic_write_bytes
 
-from . import encoder, graph, grpc_e2e, index_scale, peer, replicas, soak, startup
+from . import (
+    encoder,
+    feedback,
+    graph,
+    grpc_e2e,
+    grpc_floor,
+    index_scale,
+    ops,
+    peer,
+    pii,
+    policy,
+    replicas,
+    soak,
+    startup,
+)
 from ._common import REPO, Mode, machine
 
 SUITES = {
     "encoder": ("Encoder (ms per call, alternating blocks in one process)", encoder),
     "graph": ("Encoder graph: lean (from the weights) vs traced (batch 1, one thread, ms per call)", graph),
     "grpc": ("End to end over gRPC (127.0.0.1)", grpc_e2e),
+    "floor": ("Where Route's time goes at concurrency 1: bare servers against semroute serve (127.0.0.1)", grpc_floor),
     "index": ("Index scale (synthetic unit vectors, 384-d, one thread)", index_scale),
     "startup": ("Start-up and footprint", startup),
     "peer": ("Side by side with aurelio semantic-router (batch 1, one thread)", peer),
     "soak": ("Soak: bad requests and reloads under load (python -m benchmarks.soak)", soak),
     "replicas": ("Three replicas behind Envoy (deploy/envoy/envoy.yaml, 127.0.0.1)", replicas),
+    "policy": ("Policy overhead (python -m benchmarks.policy)", policy),
+    "pii": ("PII detection: precision and recall per kind (python -m benchmarks.pii)", pii),
+    "feedback": ("Runtime feedback: decision cache, ReportOutcome, Redis state (python -m benchmarks.feedback)",
+                 feedback),
+    "ops": ("Auth + rate limit + audit: overhead and fuzz (python -m benchmarks.ops)", ops),
 }
 
 

@@ -9,7 +9,8 @@ blocks so that load on the machine falls on both sides alike:
 2. ReportOutcome p50 in process: the server's handler (validation + the feedback loop + the in-process store),
    called directly on an event loop; over gRPC alongside for context.
 3. Route p50 with --state redis://127.0.0.1:PORT vs in-process state, two real servers, uncached and cached.
-Needs Debian's redis-server for 3 (skipped, and said so, without it).
+Needs Debian's redis-server for 3 (skipped, and said so, without it). Also the ``feedback`` suite of
+``python -m benchmarks`` (--quick: 100 queries per side; --full: 300).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from typing import Any
 
 from semroute._fs import atomic_write_bytes
 
-from ._common import REPO, build, machine, queries, summary
+from ._common import REPO, Mode, build, machine, queries, summary
 from .grpc_e2e import ServerProcess
 
 FEEDBACK_YAML = """\
@@ -160,7 +161,15 @@ def _store_overhead(bundle: Path, url: str, texts: list[str], rounds: int) -> di
     return r
 
 
-def run(n: int, tmp: Path) -> dict[str, Any]:
+def run(mode: Mode, workdir: Path) -> dict[str, Any]:
+    """The ``feedback`` suite of ``python -m benchmarks``."""
+    work = workdir / "feedback"
+    work.mkdir()
+    return measure(mode.n(100, 300), work)
+
+
+def measure(n: int, tmp: Path) -> dict[str, Any]:
+    """``n`` queries per side; routes, bundle and Redis live in ``tmp``."""
     from semroute.client import RouterClient
 
     routes = tmp / "routes"
@@ -220,7 +229,7 @@ def run(n: int, tmp: Path) -> dict[str, Any]:
     return res
 
 
-def markdown(res: dict[str, Any]) -> str:
+def table(res: dict[str, Any]) -> str:
     rc, ro = res["route_cache"], res["report_outcome"]
     lines = [
         "| measurement | p50 ms | p90 ms | n | target | result |",
@@ -264,12 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="semroute-fb-") as tmp:
         t0 = time.perf_counter()
-        res = run(ns.n, Path(tmp))
+        res = measure(ns.n, Path(tmp))
     doc = {"machine": machine(), "ran": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "seconds": round(time.perf_counter() - t0, 1), "feedback": res}
     ns.out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(ns.out / "feedback.json", (json.dumps(doc, indent=1) + "\n").encode())
-    md = f"# Runtime feedback benchmark ({doc['ran']})\n\n" + markdown(res)
+    md = f"# Runtime feedback benchmark ({doc['ran']})\n\n" + table(res)
     atomic_write_bytes(ns.out / "feedback.md", md.encode())
     print(md)
     return 0

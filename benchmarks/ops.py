@@ -4,6 +4,8 @@
     python -m benchmarks.ops fuzz [--requests 100000]    # random and mutated requests, auth+limit+audit on
 
 Both write benchmarks/results/ops-<name>.json (measurements, written first) and ops-<name>.md (a table).
+Both together are also the ``ops`` suite of ``python -m benchmarks``, on a bundle of the bundled routes built for
+the run (--quick: 400 calls each and 2,000 fuzz requests; --full: 2,000 and 100,000).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from semroute._fs import atomic_write_bytes
 from semroute._proto.semroute.v1 import router_pb2 as pb
 from semroute._proto.semroute.v1 import router_pb2_grpc as pb_grpc
 
-from ._common import REPO, machine, summary
+from ._common import REPO, Mode, build, machine, summary
 from .grpc_e2e import ServerProcess
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -274,27 +276,53 @@ def main(argv: list[str] | None = None) -> int:
     if ns.what == "overhead":
         r = overhead(ns.calls)
         r.update(machine=m, date=date)
-        table = [f"# Ops overhead on Route at concurrency 1 ({date})", "", f"`{r['command']}`; {m['cpu']}, "
-                 f"{m['cores']} cores, load average {r['loadavg'][0]:.2f}; two servers, alternating blocks of "
-                 f"{r['block']} calls", "", "| server | p50 ms | p90 ms | p99 ms | n |", "|---|---|---|---|---|"]
-        for k, label in (("bare", "bare"), ("ops", "auth + rate limit + audit")):
-            x = r[k]
-            table.append(f"| {label} | {x['median_ms']:.3f} | {x['p90_ms']:.3f} | {x['p99_ms']:.3f} | {x['n']} |")
-        table += ["", f"p50 ratio (ops / bare): **{r['p50_ratio']:.3f}** (target <= 1.10); audit records written: "
-                  f"{r['audit_records']}"]
-        _write("overhead", r, table)
+        _write("overhead", r, [f"# Ops overhead on Route at concurrency 1 ({date})", "",
+                               f"`{r['command']}`; {m['cpu']}, {m['cores']} cores; " + overhead_table(r)])
     else:
         r = fuzz(ns.requests, ns.raw_share)
         r.update(machine=m, date=date)
-        table = [f"# Ops fuzz ({date})", "", f"`{r['command']}`; {r['elapsed_s']} s; load average "
-                 f"{r['loadavg'][0]:.2f}", "", "| kind | status codes | INTERNAL+UNKNOWN |", "|---|---|---|"]
-        for k, c in r["codes"].items():
-            table.append(f"| {k} | {', '.join(f'{n} {v}' for n, v in sorted(c.items()))} | "
-                         f"{r['internal_or_unknown'][k]} |")
-        table += ["", f"server alive after: {r['server_alive_after']}, exit code on SIGTERM: {r['exit_code']}, "
-                  f"tracebacks in its log: {r['tracebacks_in_log']}; audit chain verifies: {r['audit']}"]
-        _write("fuzz", r, table)
+        _write("fuzz", r, [f"# Ops fuzz ({date})", "", f"`{r['command']}`; " + fuzz_table(r)])
     return 0
+
+
+def overhead_table(r: dict[str, Any]) -> str:
+    lines = [f"load average {r['loadavg'][0]:.2f}; two servers, alternating blocks of {r['block']} calls", "",
+             "| server | p50 ms | p90 ms | p99 ms | n |", "|---|---|---|---|---|"]
+    for k, label in (("bare", "bare"), ("ops", "auth + rate limit + audit")):
+        x = r[k]
+        lines.append(f"| {label} | {x['median_ms']:.3f} | {x['p90_ms']:.3f} | {x['p99_ms']:.3f} | {x['n']} |")
+    lines += ["", f"p50 ratio (ops / bare): **{r['p50_ratio']:.3f}** (target <= 1.10); audit records written: "
+              f"{r['audit_records']}"]
+    return "\n".join(lines)
+
+
+def fuzz_table(r: dict[str, Any]) -> str:
+    lines = [f"{r['elapsed_s']} s; load average {r['loadavg'][0]:.2f}", "",
+             "| kind | status codes | INTERNAL+UNKNOWN |", "|---|---|---|"]
+    for k, c in r["codes"].items():
+        lines.append(f"| {k} | {', '.join(f'{n} {v}' for n, v in sorted(c.items()))} | "
+                     f"{r['internal_or_unknown'][k]} |")
+    lines += ["", f"server alive after: {r['server_alive_after']}, exit code on SIGTERM: {r['exit_code']}, "
+              f"tracebacks in its log: {r['tracebacks_in_log']}; audit chain verifies: {r['audit']}"]
+    return "\n".join(lines)
+
+
+def run(mode: Mode, workdir: Path) -> dict[str, Any]:
+    """The ``ops`` suite of ``python -m benchmarks``: both measurements on a bundle of the bundled routes."""
+    bundle = workdir / "ops-bundle"
+    build(REPO / "routes", bundle)
+    _BUNDLE[0] = bundle
+    try:
+        return {"overhead": overhead(mode.n(400, 2000)), "fuzz": fuzz(mode.n(2000, 100_000), 0.05)}
+    finally:
+        _BUNDLE[0] = REPO / "bundle"
+
+
+def table(res: dict[str, Any]) -> str:
+    return "\n".join(["Route at concurrency 1, bare server vs auth + rate limit + audit: "
+                      + overhead_table(res["overhead"]), "",
+                      f"Fuzz, {res['fuzz']['requests']:,} random and mutated requests, auth + rate limit + audit on: "
+                      + fuzz_table(res["fuzz"])])
 
 
 if __name__ == "__main__":

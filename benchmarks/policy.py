@@ -11,7 +11,8 @@
 
     python -m benchmarks.policy [--n 400] [--out benchmarks/results]
 
-Writes policy.json and policy.md.
+Writes policy.json and policy.md. Also the ``policy`` suite of ``python -m benchmarks`` (--quick: 100 calls per
+path; --full: 400).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import yaml
 
 from semroute._fs import atomic_write_bytes
 
-from ._common import REPO, machine, summary
+from ._common import REPO, Mode, machine, summary
 from .grpc_e2e import ServerProcess
 
 _BLOCK = 25
@@ -166,23 +167,30 @@ def adversarial(on_bundle: Path, reps: int) -> dict[str, Any]:
     return {"rules": len(rs.policy.rules), "rows": rows, "worst_median_ms": max(r["median_ms"] for r in rows)}
 
 
-def run(n: int) -> dict[str, Any]:
+def run(mode: Mode, workdir: Path) -> dict[str, Any]:
+    """The ``policy`` suite of ``python -m benchmarks``."""
+    work = workdir / "policy"
+    work.mkdir()
+    return measure(mode.n(100, 400), work)
+
+
+def measure(n: int, work: Path) -> dict[str, Any]:
+    """``n`` timed Route calls per path; bundles are built in ``work``."""
     qs = [json.loads(line)["text"] for line in (REPO / "examples" / "bundled_eval.jsonl").read_text().splitlines()]
     rule_qs = [f"I received a subpoena about {w}, what now" for w in ("my lease", "the accident", "a contract",
                                                                      "my employer", "a parking ticket")]
-    with tempfile.TemporaryDirectory(prefix="semroute-policy-bench-") as tmp:
-        off, on, n_rules = _bundles(Path(tmp))
-        with ServerProcess(off) as s_off, ServerProcess(on) as s_on:
-            call_off, ch1 = _route_timer(s_off.target)
-            call_on, ch2 = _route_timer(s_on.target)
-            try:
-                res = _interleaved(
-                    {"policy_off": call_off, "policy_on": call_on, "rule_alone": call_on, "grpc_floor": call_on},
-                    {"policy_off": qs, "policy_on": qs, "rule_alone": rule_qs, "grpc_floor": [_FLOOR]}, n)
-            finally:
-                ch1.close()
-                ch2.close()
-        adv = adversarial(on, reps=max(20, n // 20))
+    off, on, n_rules = _bundles(work)
+    with ServerProcess(off) as s_off, ServerProcess(on) as s_on:
+        call_off, ch1 = _route_timer(s_off.target)
+        call_on, ch2 = _route_timer(s_on.target)
+        try:
+            res = _interleaved(
+                {"policy_off": call_off, "policy_on": call_on, "rule_alone": call_on, "grpc_floor": call_on},
+                {"policy_off": qs, "policy_on": qs, "rule_alone": rule_qs, "grpc_floor": [_FLOOR]}, n)
+        finally:
+            ch1.close()
+            ch2.close()
+    adv = adversarial(on, reps=max(20, n // 20))
     out: dict[str, Any] = {"n": n, "rules_in_policy_on": n_rules, "queries": len(qs)}
     for k, v in res.items():
         out[k] = {"client": summary(v["client"]), "server": summary(v["server"]),
@@ -202,10 +210,19 @@ def run(n: int) -> dict[str, Any]:
 
 
 def markdown(res: dict[str, Any]) -> str:
+    """The standalone script's policy.md: the table under a heading, with the load average at the start and the end."""
+    return "\n".join([
+        "## Policy overhead", "", table(res), "",
+        f"Load average (1, 5, 15 min) at the start {res['machine'].get('loadavg_at_start')}, at the end "
+        f"{res.get('load_at_end')}: the machine is shared; ratios come from alternating blocks in one run.", "",
+    ])
+
+
+def table(res: dict[str, Any]) -> str:
     r = res["ratios"]
     lines = [
-        f"## Policy overhead (Route over gRPC, concurrency 1, {res['n']} calls each, alternating blocks; policy on = "
-        f"{res['rules_in_policy_on']} rules + PII detection)", "",
+        f"Route over gRPC, concurrency 1, {res['n']} calls each, alternating blocks; policy on = "
+        f"{res['rules_in_policy_on']} rules + PII detection.", "",
         "| path | p50 client ms | p90 client ms | p50 in server ms | encoder called |", "|---|---:|---:|---:|---:|",
     ]
     for k in ("policy_off", "policy_on", "rule_alone", "grpc_floor"):
@@ -218,14 +235,12 @@ def markdown(res: dict[str, Any]) -> str:
               f"| rule alone / semantic | {r['rule_alone_over_semantic_client']:.3f} | "
               f"{r['rule_alone_over_semantic_server']:.3f} | <= 0.20 |",
               f"| rule alone / semantic, each less the gRPC floor | "
-              f"{r['rule_alone_over_semantic_above_floor']:.3f} | - | |", "",
-              f"Load average (1, 5, 15 min) at the start {res['machine'].get('loadavg_at_start')}, at the end "
-              f"{res.get('load_at_end')}: the machine is shared; ratios come from alternating blocks in one run.", ""]
+              f"{r['rule_alone_over_semantic_above_floor']:.3f} | - | |", ""]
     a = res["adversarial_100kb"]
     lines += [f"100 KB adversarial texts through the bundled policy's {a['rules']} rules + PII detection (in process, "
               "the pre step):", "", "| text | bytes | p50 ms | max ms |", "|---|---:|---:|---:|"]
     lines += [f"| {x['text']} | {x['bytes']} | {x['median_ms']:.2f} | {x['max_ms']:.2f} |" for x in a["rows"]]
-    lines += ["", f"Worst p50: {a['worst_median_ms']:.2f} ms (target <= 5 ms).", ""]
+    lines += ["", f"Worst p50: {a['worst_median_ms']:.2f} ms (target <= 5 ms)."]
     return "\n".join(lines)
 
 
@@ -236,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     t0 = time.perf_counter()
     facts = machine()
-    res = {**run(ns.n), "machine": facts, "load_at_end": list(os.getloadavg()), "wall_s": 0.0}
+    with tempfile.TemporaryDirectory(prefix="semroute-policy-bench-") as tmp:
+        res = {**measure(ns.n, Path(tmp)), "machine": facts, "load_at_end": list(os.getloadavg()), "wall_s": 0.0}
     res["wall_s"] = time.perf_counter() - t0
     ns.out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(ns.out / "policy.json", (json.dumps(res, indent=1) + "\n").encode())

@@ -217,3 +217,42 @@ def test_disk_full_policy_through_the_server(bundle_dir: Path, policy: str) -> N
             time.sleep(0.05)
         assert codes == ({"OK"} if policy == "keep-serving" else {"UNAVAILABLE"} | (codes & {"OK"}))
         assert stub.Info(pb.InfoRequest(), timeout=5).index_version  # Info makes no decision: always answered
+
+
+def _audit(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "semroute.cli", "audit", *args], capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_head_anchoring_catches_cut_off_newest_records_through_the_cli(tmp_path: Path) -> None:
+    log = tmp_path / "audit.log"
+    _write(log, 5)
+    r = _audit("head", str(log))
+    assert r.returncode == 0, r.stderr
+    head = r.stdout.strip()
+    assert head == json.loads(_lines(log)[-1])["hash"] and "seq 5, 6 records" in r.stderr
+    r = _audit("verify", str(log), "--expect-head", head)
+    assert r.returncode == 0 and f"head {head} (the expected head)" in r.stdout, r.stderr
+    # the newest two records cut off: still a valid chain, so only the anchored head shows it
+    full = log.read_bytes()
+    log.write_bytes(b"".join(_lines(log)[:-2]))
+    assert _audit("verify", str(log)).returncode == 0
+    r = _audit("verify", str(log), "--expect-head", head)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "the newest record (seq 3)" in r.stderr and "nowhere in the chain" in r.stderr and "truncated" in r.stderr
+    r = _audit("verify", str(log), "--anchor", head)
+    assert r.returncode == 2 and "is not in the chain (seq 0..3): the log was cut back to before it" in r.stderr
+    # a log that kept growing after the head was taken: --expect-head says so, --anchor accepts it
+    log.write_bytes(full)
+    _write(log, 2)
+    r = _audit("verify", str(log), "--expect-head", head)
+    assert r.returncode == 2 and "continues past the expected head" in r.stderr and "(record seq 5)" in r.stderr
+    assert "--anchor" in r.stderr
+    r = _audit("verify", str(log), "--anchor", head.upper())  # as copied from anywhere: case does not matter
+    assert r.returncode == 0 and "1 anchors in the chain" in r.stdout, r.stderr
+    # a malformed hash is a usage error naming the option, not "records removed"
+    for bad in ("abc", "z" * 64):
+        r = _audit("verify", str(log), "--expect-head", bad)
+        assert r.returncode == 2 and "--expect-head:" in r.stderr and "is not a record hash" in r.stderr
+    r = _audit("head", str(tmp_path / "missing.log"))
+    assert r.returncode == 2 and "cannot read" in r.stderr and "Traceback" not in r.stderr

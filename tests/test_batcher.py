@@ -118,3 +118,73 @@ def test_close_finishes_the_running_batch_then_refuses_new_requests() -> None:
         assert (await running)[0][0].route == "running"
 
     asyncio.run(run())
+
+
+class ThreadRecordingRouter(ScriptedRouter):
+    """Also records which thread ran each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads: list[str] = []
+
+    def semantic_batch(self, texts: Sequence[str], *, top_scores: int = 5, top_neighbours: int = 3) -> list[Decision]:
+        self.threads.append(threading.current_thread().name)
+        return super().semantic_batch(texts, top_scores=top_scores, top_neighbours=top_neighbours)
+
+
+def test_a_lone_query_is_encoded_inline_and_gets_the_same_answer() -> None:
+    router = ThreadRecordingRouter()
+
+    async def run() -> list[tuple[Decision, int]]:
+        batcher = MicroBatcher(lambda: router, inline_when_idle=True)  # type: ignore[arg-type, return-value]
+        batcher.start()
+        alone = await batcher.submit_many(["a"], 5, 3, alone=lambda: True)
+        unknown = await batcher.submit_many(["b"], 5, 3)  # no alone(): the caller cannot tell, so the worker
+        await batcher.close()
+        return alone + unknown
+
+    out = asyncio.run(run())
+    assert router.threads == [threading.main_thread().name, "semroute-encoder"]
+    d, b = out[0]
+    assert (d.route, b, d.timings.queue_ns) == ("a", 1, 0)
+    assert out[1][0].route == "b"
+
+
+def test_overlapping_requests_go_to_the_worker_and_keep_it_for_a_while() -> None:
+    router = ThreadRecordingRouter()
+
+    async def run() -> None:
+        batcher = MicroBatcher(lambda: router, inline_when_idle=True)  # type: ignore[arg-type, return-value]
+        batcher.start()
+        await batcher.submit_many(["not alone"], 5, 3, alone=lambda: False)  # another RPC is in flight
+        await batcher.submit_many(["alone, just after"], 5, 3, alone=lambda: True)  # contended moments ago
+        await batcher.submit_many(["x", "y"], 5, 3, alone=lambda: True)  # several texts: a batch already
+        await asyncio.sleep(0.06)  # CONTENDED_S later: quiet again
+        await batcher.submit_many(["alone, later"], 5, 3, alone=lambda: True)
+        await batcher.close()
+
+    asyncio.run(run())
+    assert router.batches == [["not alone"], ["alone, just after"], ["x", "y"], ["alone, later"]]
+    assert router.threads == ["semroute-encoder"] * 3 + [threading.main_thread().name]
+
+
+def test_no_inline_while_the_worker_is_busy() -> None:
+    router = ThreadRecordingRouter()
+
+    async def run() -> None:
+        batcher = MicroBatcher(lambda: router, inline_when_idle=True)  # type: ignore[arg-type, return-value]
+        batcher.start()
+        await asyncio.sleep(0.06)
+        router.release.clear()
+        running = asyncio.ensure_future(batcher.submit_many(["a", "b"], 5, 3))
+        await _started(router)
+        batcher._contended_until = 0.0  # only the busy worker stands in the way now
+        queued = asyncio.ensure_future(batcher.submit_many(["c"], 5, 3, alone=lambda: True))
+        await asyncio.sleep(0.01)
+        router.release.set()
+        await running
+        assert (await queued)[0][0].route == "c"
+        await batcher.close()
+
+    asyncio.run(run())
+    assert router.threads == ["semroute-encoder"] * 2

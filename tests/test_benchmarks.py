@@ -14,7 +14,7 @@ from benchmarks.__main__ import main
 @pytest.mark.usefixtures("encoder_dir")
 def test_quick_mode_writes_complete_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SEMROUTE_PEER_PYTHON", str(tmp_path / "no-peer-here"))
-    assert main(["--quick", "--suites", "encoder,graph,grpc,startup,peer", "--out", str(tmp_path)]) == 0
+    assert main(["--quick", "--suites", "encoder,graph,grpc,floor,startup,peer", "--out", str(tmp_path)]) == 0
     res = json.loads((tmp_path / "quick.json").read_text())
     md = (tmp_path / "quick.md").read_text()
     assert res["machine"]["cores"] and res["machine"]["libraries"]["onnxruntime"]
@@ -31,13 +31,17 @@ def test_quick_mode_writes_complete_results(tmp_path: Path, monkeypatch: pytest.
     assert g["overhead"]["p50_ratio"] > 0
     assert all(g["overhead"][k]["median_ms"] > 0 for k in ("bare_encoder", "in_process", "grpc_empty_rtt",
                                                            "grpc_route_server_side", "grpc_route_outside_server"))
+    assert g["overhead"]["grpc_route_c1_via_worker"]["median_ms"] > 0  # the same rotation, --no-inline-when-idle
     for level in g["levels"].values():
-        for k in ("batching_on", "batching_off"):
+        for k in ("batching_on", "batching_on_no_inline", "batching_off"):
             assert level[k]["errors"] == 0 and level[k]["throughput_rps"] > 0
+    floor = res["suites"]["floor"]["rows"]
+    assert len(floor) == 9 and all(r["p50_ms"] > 0 and r["n"] > 0 for r in floor.values())
     s = res["suites"]["startup"]["bundled"]
     assert s["start_to_serving_s"] > 0 and s["rss_mb"] > 0 and s["bundle_mb"] > 0
     assert "skipped" in res["suites"]["peer"]  # no peer environment in CI: recorded, not silently dropped
-    titles = ("## Encoder (", "## Encoder graph", "## End to end over gRPC", "## Start-up and footprint",
+    titles = ("## Encoder (", "## Encoder graph", "## End to end over gRPC", "## Where Route's time goes",
+              "## Start-up and footprint",
               "## Side by side")
     for title in titles:
         assert title in md

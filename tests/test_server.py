@@ -125,6 +125,30 @@ def test_batching_never_changes_a_decision(server: InProcessServer, clinc) -> No
     assert abs(amid.score - alone.score) < 1e-5  # type: ignore[attr-defined]
 
 
+def test_a_lone_request_is_encoded_inline_and_a_crowd_is_batched(server: InProcessServer,  # type: ignore[no-untyped-def]
+                                                                 stub: pb_grpc.RouterStub, clinc) -> None:
+    texts = [t for t, _ in clinc["val"][:48]]
+
+    async def crowd() -> list[pb.RouteResponse]:
+        async with grpc.aio.insecure_channel(server.target) as ch:
+            s = pb_grpc.RouterStub(ch)  # type: ignore[no-untyped-call]
+            return list(await asyncio.gather(*[s.Route(pb.RouteRequest(text=t), timeout=60) for t in texts]))
+
+    together = asyncio.run(crowd())
+    inline = [r for r in together if (r.decision.timings.batch_size, r.decision.timings.queue_ns) == (1, 0)]
+    # the worker still batches concurrent queries: once two overlap, the rest go to it (measured: 1 of 48 inline;
+    # without the batcher's probe turns, half of such a crowd was encoded inline one by one)
+    assert len(inline) <= len(texts) // 8, f"{len(inline)} of {len(texts)} concurrent queries were encoded inline"
+    assert max(r.decision.timings.batch_size for r in together) > 1
+    time.sleep(0.2)  # past the batcher's contended window
+    alone = [stub.Route(pb.RouteRequest(text=t), timeout=60) for t in texts[:5]]
+    # inline: no queue at all (through the worker, queue_ns is the time from enqueue to the batch's start, > 0)
+    assert [(r.decision.timings.batch_size, r.decision.timings.queue_ns) for r in alone] == [(1, 0)] * 5
+    for a, b in zip(alone, together[:5], strict=True):  # the same decision either way (batch invariance)
+        assert (a.decision.route, a.decision.model) == (b.decision.route, b.decision.model)
+        assert abs(a.decision.score - b.decision.score) < 1e-5
+
+
 def test_sync_client_and_errors(server: InProcessServer) -> None:
     with RouterClient(server.target) as c:
         d = c.route("how do I reset my password", tenant="acme")

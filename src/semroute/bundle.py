@@ -44,6 +44,7 @@ from .policy.schema import PolicySpec
 from .policy.types import Candidate
 from .routes import Defaults, ModelSpec, RouteSet
 from .scoring import RouteTable
+from .signing import SIGNATURE_FILE
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -400,7 +401,11 @@ def check_out_dir(out: Path, *, force: bool) -> None:
 
 def write_derived_manifest(tmp: Path, source: Bundle, names: Sequence[str], **record: Any) -> None:
     """Seal a new bundle version being written in ``tmp`` from ``source``: hash ``names`` (every file the new
-    version holds), stamp a version from those hashes, and record ``record`` (what made it) and ``parent``."""
+    version holds), stamp a version from those hashes, and record ``record`` (what made it) and ``parent``.
+
+    A signature copied over from the source is removed: it vouched for the source's bytes and version, not these.
+    The new version is unsigned until ``semroute sign`` signs it (see ``resign_note``)."""
+    (tmp / SIGNATURE_FILE).unlink(missing_ok=True)
     manifest = dict(source.manifest)
     content = hashlib.sha256(manifest["encoder"]["fingerprint"].encode())
     files = {}
@@ -416,6 +421,14 @@ def write_derived_manifest(tmp: Path, source: Bundle, names: Sequence[str], **re
         **record,
     )
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def resign_note(src: str | Path, out: str | Path) -> str:
+    """What a command that derived ``out`` from ``src`` tells the operator when ``src`` was signed ('' if not)."""
+    if not (Path(src) / SIGNATURE_FILE).is_file():
+        return ""
+    return (f"; {src} was signed, {out} is a new version and is not: sign it with 'semroute sign {out} --key KEY' "
+            "before serving it with --trusted-key")
 
 
 def derive_bundle(
@@ -444,7 +457,6 @@ def derive_bundle(
         (tmp / ROUTES).write_text(json.dumps(routes, indent=1, ensure_ascii=False) + "\n")
         names = [n for n in source.manifest["files"] if n != CONFIDENCE]
         (tmp / CONFIDENCE).unlink(missing_ok=True)
-        (tmp / "signature.json").unlink(missing_ok=True)  # it vouched for the source; sign the new version anew
         if confidence is not None:
             (tmp / CONFIDENCE).write_text(json.dumps(confidence.to_dict(), indent=1) + "\n")
             names.append(CONFIDENCE)

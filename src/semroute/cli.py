@@ -330,7 +330,7 @@ def eval_cmd(index_dir: Path, data: Path, as_json: bool, report: Path | None, ti
 def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: float | None, oos_share: float | None,
               prior: float, confidence: bool, force: bool) -> None:
     """Fit per-route thresholds on validation data and write them as a new bundle version."""
-    from .bundle import check_out_dir, derive_bundle
+    from .bundle import check_out_dir, derive_bundle, resign_note
 
     check_out_dir(out, force=force)
     from .calibration import calibrate as fit
@@ -348,7 +348,7 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
     ths = list(cal.thresholds.values())
     click.echo(f"wrote {out} (version {new.version}, parent {router.version}): objective {objective}, "
                f"global threshold {cal.global_threshold:.3f}, per-route {min(ths):.3f}..{max(ths):.3f}; "
-               f"confidence model {cal.details['confidence']}")
+               f"confidence model {cal.details['confidence']}{resign_note(index_dir, out)}")
 
 
 @main.command("fit-quality")
@@ -360,12 +360,18 @@ def calibrate(index_dir: Path, data: Path, out: Path, objective: str, target: fl
               help="Cross-validation folds for choosing the settings and calibrating.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Fold assignment and k-means seed.")
 @click.option("--threads", type=int, default=2, show_default=True, help="Encoder threads while embedding.")
+@click.option("--fast-within-se", type=click.FloatRange(0, 1e6), default=1.0, show_default=True,
+              help="Prefer the head-only predictor (no index search when serving) if its cross-validated Brier "
+                   "score is within this many standard errors of the best; 0: always the most accurate; 1000: "
+                   "head only whenever the grid has one.")
 @_errors
-def fit_quality(index_dir: Path, outcomes: Path, out: Path, folds: int, seed: int, threads: int) -> None:
+def fit_quality(index_dir: Path, outcomes: Path, out: Path, folds: int, seed: int, threads: int,
+                fast_within_se: float) -> None:
     """Fit a per-model quality predictor on outcomes and write it as a new bundle version."""
     from .quality.commands import fit_quality_command
 
-    click.echo(fit_quality_command(index_dir, outcomes, out, folds=folds, seed=seed, threads=threads))
+    click.echo(fit_quality_command(index_dir, outcomes, out, folds=folds, seed=seed, threads=threads,
+                                   fast_within_se=fast_within_se))
 
 
 @main.command("eval-cost")
@@ -397,6 +403,9 @@ def eval_cost(index_dir: Path, outcomes: Path, weak: str | None, strong: str | N
 @click.option("--max-batch-size", default=32, show_default=True, help="Most queries per encoder call (1: no batching).")
 @click.option("--max-wait-us", default=0, show_default=True,
               help="Longest wait for more queries before encoding a partial batch.")
+@click.option("--inline-when-idle/--no-inline-when-idle", default=True, show_default=True,
+              help="Encode a lone query on the event loop's thread instead of handing it to the encoder thread "
+                   "(saves two thread wake-ups; concurrent queries are batched on the encoder thread either way).")
 @click.option("--max-queue", default=1024, show_default=True,
               help="Queued queries past which requests get RESOURCE_EXHAUSTED.")
 @click.option("--max-text-chars", default=10_000, show_default=True, help="Longest accepted query text.")

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from ._route_limits import MAX_HEAD_CELLS
 from .errors import ConfigError
-from .routes import MAX_HEAD_CELLS
 
 _EPOCHS = 300
 _LR = 0.05

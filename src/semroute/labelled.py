@@ -7,13 +7,12 @@ metadata the policy reads: ``"metadata": {"tenant": "acme", "user_tier": "free",
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._jsonl import read_jsonl
 from .errors import DataError
 
 
@@ -33,21 +32,10 @@ class Labelled:
 
 def load_labelled(path: str | Path, *, known_routes: Collection[str] | None = None) -> Labelled:
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from e
+    read = read_jsonl(path, like='{"text": ..., "route": ...}', utf8="replace")
     examples = []
-    for n, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-        if not isinstance(obj, dict):
-            raise DataError(f"{where}: expected a JSON object like {{\"text\": ..., \"route\": ...}}")
+    for line in read.lines:
+        where, obj = line.where, line.obj
         extra = set(obj) - {"text", "route", "metadata"}
         if extra:
             raise DataError(f"{where}: unknown key(s) {sorted(extra)}; only 'text', 'route' and 'metadata' are "
@@ -68,7 +56,7 @@ def load_labelled(path: str | Path, *, known_routes: Collection[str] | None = No
         examples.append(Example(text, route, md))
     if not examples:
         raise DataError(f"{path}: no examples (expected JSON lines)")
-    return Labelled(path, examples, hashlib.sha256(raw).hexdigest())
+    return Labelled(path, examples, read.sha256)
 
 
 def _check_metadata(where: str, md: Any) -> None:

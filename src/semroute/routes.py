@@ -7,6 +7,11 @@ names code to import: enumerations are literals.
     >>> rs = load_routes(["routes/"])
     >>> rs.route("billing").model
     'small-chat'
+
+This module owns the schema and the steps of ``load_routes``; the pieces it calls live where their job does:
+``_yaml_lines`` (YAML with line numbers), ``_route_limits`` (the stated limits), ``policy.candidates`` (routes'
+and the fallback's models) and ``policy.compile`` (the policy section against the routes), and
+``runtime.settings`` (the feedback section).
 """
 
 from __future__ import annotations
@@ -14,15 +19,18 @@ from __future__ import annotations
 import difflib
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from ._config_schema import NAME_HINT, NAME_PATTERN, NAME_RE, Strict, int_is_float
+from ._route_limits import check_length, check_route_count, check_route_examples, check_totals
+from ._yaml_lines import Located, field_path, read_yaml
 from .errors import ConfigError
+from .policy.candidates import candidates_of, fallback_candidates
 from .policy.schema import PolicySpec
 from .policy.types import Candidate
 from .runtime.settings import FeedbackSpec, check_feedback
@@ -30,62 +38,35 @@ from .runtime.settings import FeedbackSpec, check_feedback
 Aggregation = Literal["max", "mean_topk"]
 ScorerKind = Literal["knn", "logistic"]
 
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 
-# Stated limits, checked at load so 'validate' refuses what 'build-index' could not build (docs/operations.md).
-# Routes: Info lists every route and scoring keeps per-route arrays; 1,000 is ~7x CLINC150's 150 intents.
-MAX_ROUTES = 1_000
-# Examples per route (positive + negative): past a few hundred a route gains little, and the index and the head
-# fit grow with every example.
-MAX_UTTERANCES_PER_ROUTE = 10_000
-# All vectors in one bundle: the largest index size benchmarked (benchmarks/index_scale.py).
-MAX_VECTORS = 1_000_000
-# One example's length: the encoder reads at most 256 tokens (~1,000 characters of English), so the rest of a
-# longer example would never be embedded.
-MAX_UTTERANCE_CHARS = 2_000
-# The learned head's fit holds a few (vectors x classes) float32 matrices and runs 300 full passes over them:
-# 20M cells is ~250 MB and minutes of fitting (CLINC150 is 2.3M). 20,000 routes would ask for 3+ GiB per matrix.
-MAX_HEAD_CELLS = 20_000_000
-_NAME_HINT = "use 1-64 characters: lowercase letters, digits, '_', '-', '.', starting with a letter or digit"
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     """A model routes may name, with what a decision needs to know about it: its price, and the attributes the
     policy reads (docs/policy.md)."""
 
     cost_per_1k_input: Annotated[float, Field(ge=0)] = 0.0
     cost_per_1k_output: Annotated[float, Field(ge=0)] = 0.0
     description: str | None = None
-    deployment: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")] | None = None  # e.g. on_prem, cloud
-    tags: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]] = Field(default_factory=list)
+    deployment: Annotated[str, Field(pattern=NAME_PATTERN)] | None = None  # e.g. on_prem, cloud
+    tags: list[Annotated[str, Field(pattern=NAME_PATTERN)]] = Field(default_factory=list)
     context_window: Annotated[int, Field(ge=1)] | None = None  # tokens, input + output
     latency_ms: Annotated[float, Field(ge=0)] | None = None  # declared p50, a prior until latency is observed
     quality: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # default quality estimate in [0, 1]
 
-    @field_validator("cost_per_1k_input", "cost_per_1k_output", "latency_ms", "quality", mode="before")
-    @classmethod
-    def _int_is_float(cls, v: Any) -> Any:
-        # strict mode refuses ints for floats; `cost: 0` is a perfectly good price.
-        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    _f = field_validator("cost_per_1k_input", "cost_per_1k_output", "latency_ms", "quality", mode="before")(
+        int_is_float
+    )
 
 
-class CandidateSpec(_Strict):
+class CandidateSpec(Strict):
     """One candidate model of a route, with the route's quality estimate for it."""
 
     model: str
     quality: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
 
-    @field_validator("quality", mode="before")
-    @classmethod
-    def _int_is_float(cls, v: Any) -> Any:
-        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    _f = field_validator("quality", mode="before")(int_is_float)
 
 
-class Fallback(_Strict):
+class Fallback(Strict):
     """The model for queries no route is confident about, and optional examples of such queries."""
 
     model: str
@@ -96,7 +77,7 @@ class Fallback(_Strict):
     utterances: list[str] = Field(default_factory=list)
 
 
-class Defaults(_Strict):
+class Defaults(Strict):
     """Settings that apply to every route unless the route overrides them."""
 
     threshold: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
@@ -112,13 +93,10 @@ class Defaults(_Strict):
     # the weights so far that the head's own accuracy on CLINC150 val was 94.5% (95.9% at 1e-6).
     head_l2: Annotated[float, Field(ge=0.0, le=1.0)] = 1e-6
 
-    @field_validator("threshold", "head_weight", "head_l2", mode="before")
-    @classmethod
-    def _int_is_float(cls, v: Any) -> Any:
-        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    _f = field_validator("threshold", "head_weight", "head_l2", mode="before")(int_is_float)
 
 
-class RouteSpec(_Strict):
+class RouteSpec(Strict):
     """One route: a named destination model with example utterances."""
 
     name: str
@@ -131,13 +109,10 @@ class RouteSpec(_Strict):
     utterances: Annotated[list[str], Field(min_length=1)]
     negative_utterances: list[str] = Field(default_factory=list)
 
-    @field_validator("threshold", mode="before")
-    @classmethod
-    def _int_is_float(cls, v: Any) -> Any:
-        return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
+    _f = field_validator("threshold", mode="before")(int_is_float)
 
 
-class RouteFileModel(_Strict):
+class RouteFileModel(Strict):
     version: Literal[1]
     fallback: Fallback | None = None
     models: dict[str, ModelSpec] = Field(default_factory=dict)
@@ -189,72 +164,7 @@ class RouteSet:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# YAML with line numbers
-
-
-class _Located:
-    """Maps a path of keys/indices in a YAML document to the line it starts on."""
-
-    def __init__(self, node: yaml.Node | None) -> None:
-        self.root = node
-
-    def line(self, path: Sequence[str | int]) -> int | None:
-        node = self.root
-        best = node.start_mark.line + 1 if node is not None else None
-        for part in path:
-            if node is None:
-                break
-            nxt: yaml.Node | None = None
-            if isinstance(node, yaml.MappingNode):
-                for k, v in node.value:
-                    if k.value == part:
-                        # point at the key: that is where the user typed the field
-                        best = k.start_mark.line + 1
-                        nxt = v
-                        break
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-                nxt = node.value[part]
-                best = nxt.start_mark.line + 1
-            node = nxt
-            if node is None:
-                break
-        return best
-
-
-_Loader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _check_duplicate_keys(node: yaml.Node, at: list[str | int], file: Path) -> None:
-    """Refuse a mapping that repeats a key, at any depth: PyYAML keeps the last value silently, so a route with
-    ``threshold`` twice, or a file with two ``routes:`` lists, would build from whichever came second."""
-    if isinstance(node, yaml.MappingNode):
-        first: dict[tuple[str, str], int] = {}
-        for k, v in node.value:
-            if isinstance(k, yaml.ScalarNode):
-                if k.tag == "tag:yaml.org,2002:merge":  # '<<: *anchor' merges, it is not a key
-                    _check_duplicate_keys(v, at, file)
-                    continue
-                line = k.start_mark.line + 1
-                key = (k.tag, k.value)
-                if key in first:
-                    raise ConfigError(
-                        "duplicate key", file=file, line=line, field=_field_path([*at, k.value]),
-                        hint=f"'{k.value}' is already set at line {first[key]}; keep one of them",
-                    )
-                first[key] = line
-                _check_duplicate_keys(v, [*at, k.value], file)
-            else:
-                _check_duplicate_keys(v, at, file)
-    elif isinstance(node, yaml.SequenceNode):
-        for i, item in enumerate(node.value):
-            _check_duplicate_keys(item, [*at, i], file)
-
-
-def _field_path(path: Sequence[str | int]) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
+# Reading one file: YAML with line numbers, then the schema, with pydantic's errors turned into file:line ones
 
 
 _TOP_KEYS = list(RouteFileModel.model_fields)
@@ -266,6 +176,58 @@ _ALLOWED = {
     "policy": list(PolicySpec.model_fields),
     "feedback": list(FeedbackSpec.model_fields),
 }
+
+
+def _read_one(path: Path) -> tuple[RouteFileModel, Located, str]:
+    """One file's sections, its line map, and the sha256 of its bytes (read once, so the hash is of what was
+    checked)."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read file: {e.strerror}", file=path) from e
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError("file is not UTF-8 text", file=path, hint="save it as UTF-8") from e
+    data, located = read_yaml(text, path)
+    if data is None:
+        raise ConfigError("file is empty", file=path, line=1, hint="add 'version: 1' and some routes, or delete it")
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"expected a mapping at the top level, got {type(data).__name__}",
+            file=path,
+            line=1,
+            hint="start the file with 'version: 1'",
+        )
+    try:
+        model = RouteFileModel.model_validate(data)
+    except ValidationError as e:
+        raise _schema_error(e, data, path, located) from None
+    return model, located, hashlib.sha256(raw).hexdigest()
+
+
+def _schema_error(e: ValidationError, data: Any, path: Path, located: Located) -> ConfigError:
+    """The one error worth reporting among pydantic's, at its line, with a hint."""
+    # a misspelt key also shows up as a missing one: report the misspelling, it is the cause
+    # A union ("str | CandidateSpec") reports one error per member: the deepest is the one the user meant.
+    errors = sorted(e.errors(), key=lambda x: (x["type"] != "extra_forbidden", -len(_clean_loc(x["loc"]))))
+    err = errors[0]
+    loc = _clean_loc(err["loc"])
+    # pydantic reports union members (e.g. "float") as loc parts; drop those that are not in the document.
+    loc = _trim_loc(data, loc)
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = f"unknown key '{loc[-1]}'"
+        close = difflib.get_close_matches(str(loc[-1]), _ALLOWED.get(_section(loc), _TOP_KEYS), n=1)
+        if close:
+            msg += f" (did you mean '{close[0]}'?)"
+    return ConfigError(
+        msg,
+        file=path,
+        line=located.line(loc),
+        field=field_path(loc),
+        hint=_hint_for(err["type"], loc),
+    )
 
 
 def _section(loc: Sequence[str | int]) -> str:
@@ -296,70 +258,6 @@ def _hint_for(err_type: str, loc: Sequence[str | int]) -> str:
     return "see the route-file format in the README"
 
 
-def _read_one(path: Path) -> tuple[RouteFileModel, _Located]:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise ConfigError(f"cannot read file: {e.strerror}", file=path) from e
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError("file is not UTF-8 text", file=path, hint="save it as UTF-8") from e
-    try:
-        # compose once, check the node tree for duplicate keys (PyYAML silently keeps the last), then construct
-        # from the same nodes; libyaml's parser when present (20x faster on large files)
-        loader = _Loader(text)
-        try:
-            node = loader.get_single_node()
-            if node is not None:
-                _check_duplicate_keys(node, [], path)
-            data = loader.construct_document(node) if node is not None else None
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark
-        line = mark.line + 1 if mark is not None else None
-        raise ConfigError(
-            f"invalid YAML: {e.problem}", file=path, line=line, hint="check indentation and quoting"
-        ) from e
-    except yaml.YAMLError as e:
-        raise ConfigError(f"invalid YAML: {e}", file=path) from e
-    located = _Located(node)
-    if data is None:
-        raise ConfigError("file is empty", file=path, line=1, hint="add 'version: 1' and some routes, or delete it")
-    if not isinstance(data, dict):
-        raise ConfigError(
-            f"expected a mapping at the top level, got {type(data).__name__}",
-            file=path,
-            line=1,
-            hint="start the file with 'version: 1'",
-        )
-    try:
-        model = RouteFileModel.model_validate(data)
-    except ValidationError as e:
-        # a misspelt key also shows up as a missing one: report the misspelling, it is the cause
-        # A union ("str | CandidateSpec") reports one error per member: the deepest is the one the user meant.
-        errors = sorted(e.errors(), key=lambda x: (x["type"] != "extra_forbidden", -len(_clean_loc(x["loc"]))))
-        err = errors[0]
-        loc = _clean_loc(err["loc"])
-        # pydantic reports union members (e.g. "float") as loc parts; drop those that are not in the document.
-        loc = _trim_loc(data, loc)
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = f"unknown key '{loc[-1]}'"
-            close = difflib.get_close_matches(str(loc[-1]), _ALLOWED.get(_section(loc), _TOP_KEYS), n=1)
-            if close:
-                msg += f" (did you mean '{close[0]}'?)"
-        raise ConfigError(
-            msg,
-            file=path,
-            line=located.line(loc),
-            field=_field_path(loc),
-            hint=_hint_for(err["type"], loc),
-        ) from None
-    return model, located
-
-
 _UNION_TAG = re.compile(r"^(?:str|int|float|bool|list\[.*\]|dict\[.*\]|[A-Z][A-Za-z]*|function-.*)$")
 
 
@@ -383,6 +281,45 @@ def _trim_loc(data: Any, loc: Sequence[Any]) -> list[str | int]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Loading: the steps, in the order their errors are reported
+
+
+def load_routes(paths: Iterable[str | Path]) -> RouteSet:
+    """Read, validate and merge route files. Raises ConfigError naming file, line and field."""
+    files = _expand(paths)
+    read = _read_all(files)
+    fallback = _the_fallback(read, files[0])
+    defaults = read.defaults.value if read.defaults is not None else Defaults()
+    routes, owners = _build_routes(read.routes, read.models, defaults)
+    if not routes:
+        raise ConfigError(
+            "no routes declared", file=files[0], field="routes",
+            hint="add at least one route with utterances",
+        )
+    fallback_examples = _fallback_examples(fallback, owners)
+    check_totals(routes, fallback_examples, defaults, files[0],
+                 read.defaults.file if read.defaults is not None else None)
+    fb_candidates = fallback_candidates(fallback.value, read.models, fallback.file, fallback.loc.line)
+    models = {k: v[0] for k, v in read.models.items()}
+    warnings = _check_policy(read.policy, models, routes, fb_candidates)
+    if read.feedback is not None:
+        check_feedback(read.feedback.value, list(models), [r.name for r in routes], file=read.feedback.file,
+                       line=read.feedback.loc.line)
+    return RouteSet(
+        fallback_model=fallback.value.model,
+        models=models,
+        defaults=defaults,
+        routes=tuple(routes),
+        sources=read.sources,
+        fallback_utterances=tuple(fallback_examples),
+        fallback_candidates=fb_candidates,
+        policy=read.policy.value if read.policy is not None else None,
+        warnings=tuple(warnings),
+        feedback=read.feedback.value if read.feedback is not None else None,
+    )
+
+
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
@@ -400,295 +337,254 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def load_routes(paths: Iterable[str | Path]) -> RouteSet:
-    """Read, validate and merge route files. Raises ConfigError naming file, line and field."""
-    files = _expand(paths)
-    fallback: tuple[str, Path, _Located] | None = None
-    fallback_spec: Fallback | None = None
-    defaults: Defaults | None = None
-    defaults_at: Path | None = None
-    policy: tuple[PolicySpec, Path, _Located] | None = None
-    models: dict[str, tuple[ModelSpec, Path]] = {}
-    pending: list[tuple[RouteSpec, int, Path, _Located]] = []
-    sources: dict[str, str] = {}
-    feedback: tuple[FeedbackSpec, Path, _Located] | None = None
+T = TypeVar("T")
 
+
+@dataclass(frozen=True)
+class _At(Generic[T]):
+    """A section as declared, with the file it came from and that file's line map."""
+
+    value: T
+    file: Path
+    loc: Located
+
+
+@dataclass
+class _Read:
+    """Every file read and merged, before any check that needs the whole set."""
+
+    sources: dict[str, str] = field(default_factory=dict)  # file path -> sha256 of its bytes
+    fallback: _At[Fallback] | None = None
+    defaults: _At[Defaults] | None = None
+    policy: _At[PolicySpec] | None = None
+    feedback: _At[FeedbackSpec] | None = None
+    models: dict[str, tuple[ModelSpec, Path]] = field(default_factory=dict)
+    routes: list[tuple[RouteSpec, _Spot]] = field(default_factory=list)
+
+
+def _read_all(files: Sequence[Path]) -> _Read:
+    read = _Read()
     for path in files:
-        sources[str(path)] = hashlib.sha256(path.read_bytes()).hexdigest()
-        rf, loc = _read_one(path)
+        rf, loc, digest = _read_one(path)
+        read.sources[str(path)] = digest
         if rf.fallback is not None:
-            if fallback is not None:
-                raise ConfigError(
-                    f"fallback is already declared in {fallback[1]}",
-                    file=path,
-                    line=loc.line(["fallback"]),
-                    field="fallback",
-                    hint="declare the fallback model in exactly one file",
-                )
-            fallback = (rf.fallback.model, path, loc)
-            fallback_spec = rf.fallback
+            read.fallback = _once("fallback", read.fallback, rf.fallback, path, loc)
         if rf.defaults is not None:
-            if defaults is not None:
-                raise ConfigError(
-                    f"defaults are already declared in {defaults_at}",
-                    file=path,
-                    line=loc.line(["defaults"]),
-                    field="defaults",
-                    hint="declare defaults in exactly one file",
-                )
-            defaults, defaults_at = rf.defaults, path
+            read.defaults = _once("defaults", read.defaults, rf.defaults, path, loc)
         if rf.policy is not None:
-            if policy is not None:
-                raise ConfigError(
-                    f"policy is already declared in {policy[1]}", file=path, line=loc.line(["policy"]),
-                    field="policy", hint="declare the policy (tiers, rules) in exactly one file",
-                )
-            policy = (rf.policy, path, loc)
+            read.policy = _once("policy", read.policy, rf.policy, path, loc)
         if rf.feedback is not None:
-            if feedback is not None:
-                raise ConfigError(
-                    f"feedback settings are already declared in {feedback[1]}", file=path,
-                    line=loc.line(["feedback"]), field="feedback", hint="declare 'feedback' in exactly one file",
-                )
-            feedback = (rf.feedback, path, loc)
-        for name, spec in rf.models.items():
-            if not _NAME_RE.fullmatch(name):
-                raise ConfigError(
-                    f"invalid model name {name!r}", file=path, line=loc.line(["models", name]),
-                    field=f"models.{name}", hint=_NAME_HINT,
-                )
-            if name in models and models[name][0] != spec:
-                raise ConfigError(
-                    f"model '{name}' is already declared differently in {models[name][1]}",
-                    file=path, line=loc.line(["models", name]), field=f"models.{name}",
-                    hint="declare each model once",
-                )
-            models[name] = (spec, path)
-        for i, r in enumerate(rf.routes):
-            pending.append((r, i, path, loc))
+            read.feedback = _once("feedback", read.feedback, rf.feedback, path, loc)
+        _merge_models(read.models, rf.models, path, loc)
+        read.routes.extend((r, _Spot(path, loc, i)) for i, r in enumerate(rf.routes))
+    return read
 
-    if fallback is None:
+
+# section -> (the subject of "... already declared in FILE", the hint)
+_ONE_FILE_ONLY = {
+    "fallback": ("fallback is", "declare the fallback model in exactly one file"),
+    "defaults": ("defaults are", "declare defaults in exactly one file"),
+    "policy": ("policy is", "declare the policy (tiers, rules) in exactly one file"),
+    "feedback": ("feedback settings are", "declare 'feedback' in exactly one file"),
+}
+
+
+def _once(section: str, earlier: _At[T] | None, value: T, path: Path, loc: Located) -> _At[T]:
+    """A section that may be declared in one file only."""
+    if earlier is not None:
+        subject, hint = _ONE_FILE_ONLY[section]
+        raise ConfigError(f"{subject} already declared in {earlier.file}", file=path, line=loc.line([section]),
+                          field=section, hint=hint)
+    return _At(value, path, loc)
+
+
+def _merge_models(
+    models: dict[str, tuple[ModelSpec, Path]], declared: Mapping[str, ModelSpec], path: Path, loc: Located
+) -> None:
+    """Models may be declared in several files, each the same way wherever it is repeated."""
+    for name, spec in declared.items():
+        if not NAME_RE.fullmatch(name):
+            raise ConfigError(
+                f"invalid model name {name!r}", file=path, line=loc.line(["models", name]),
+                field=f"models.{name}", hint=NAME_HINT,
+            )
+        if name in models and models[name][0] != spec:
+            raise ConfigError(
+                f"model '{name}' is already declared differently in {models[name][1]}",
+                file=path, line=loc.line(["models", name]), field=f"models.{name}",
+                hint="declare each model once",
+            )
+        models[name] = (spec, path)
+
+
+def _the_fallback(read: _Read, first: Path) -> _At[Fallback]:
+    if read.fallback is None:
         raise ConfigError(
             "no fallback model declared",
-            file=files[0],
+            file=first,
             field="fallback",
             hint="add 'fallback: {model: NAME}' to one route file",
         )
-    if fallback[0] not in models:
+    fb = read.fallback
+    if fb.value.model not in read.models:
         raise ConfigError(
-            f"fallback model '{fallback[0]}' is not declared under 'models'",
-            file=fallback[1],
-            line=fallback[2].line(["fallback", "model"]),
+            f"fallback model '{fb.value.model}' is not declared under 'models'",
+            file=fb.file,
+            line=fb.loc.line(["fallback", "model"]),
             field="fallback.model",
-            hint=f"declare it under 'models' or use one of: {', '.join(sorted(models)) or '(none declared)'}",
+            hint=f"declare it under 'models' or use one of: {', '.join(sorted(read.models)) or '(none declared)'}",
         )
-    defaults = defaults or Defaults()
+    return fb
 
+
+@dataclass(frozen=True)
+class _Spot:
+    """Where one route was written: its file, the file's line map, and its index in that file's routes."""
+
+    file: Path
+    loc: Located
+    index: int
+
+    @property
+    def base(self) -> list[str | int]:
+        return ["routes", self.index]
+
+    def line(self, *rest: str | int) -> int | None:
+        return self.loc.line([*self.base, *rest])
+
+    def field(self, *rest: str | int) -> str:
+        return field_path([*self.base, *rest])
+
+
+# utterance text, case-folded -> (the route it teaches, the file that says so)
+_Owners = dict[str, tuple[str, Path]]
+
+
+def _fold(text: str) -> str:
+    """Whitespace folded: 'refund   please' and 'refund please' are one example."""
+    return " ".join(text.split())
+
+
+def _build_routes(
+    pending: Sequence[tuple[RouteSpec, _Spot]], models: Mapping[str, object], defaults: Defaults
+) -> tuple[list[Route], _Owners]:
+    """Every route checked and normalised, in file order; and which route each utterance belongs to."""
     routes: list[Route] = []
     seen: dict[str, Path] = {}
-    utterance_owner: dict[str, tuple[str, Path]] = {}
-    for n_route, (r, i, path, loc) in enumerate(pending):
-        base: list[str | int] = ["routes", i]
-        if n_route == MAX_ROUTES:
-            raise ConfigError(
-                f"more than {MAX_ROUTES} routes (the stated limit)", file=path, line=loc.line(base),
-                field=f"routes[{i}]", hint="merge related routes; see 'Limits' in docs/operations.md",
-            )
-        n_examples = len(r.utterances) + len(r.negative_utterances)
-        if n_examples > MAX_UTTERANCES_PER_ROUTE:
-            raise ConfigError(
-                f"route '{r.name}' has {n_examples} utterances and negative utterances; the limit is "
-                f"{MAX_UTTERANCES_PER_ROUTE}", file=path, line=loc.line([*base, "utterances"]),
-                field=f"routes[{i}].utterances", hint="keep the most representative examples",
-            )
-        if not _NAME_RE.fullmatch(r.name):
-            raise ConfigError(
-                f"invalid route name {r.name!r}", file=path, line=loc.line([*base, "name"]),
-                field=f"routes[{i}].name", hint=_NAME_HINT,
-            )
-        if r.name in seen:
-            raise ConfigError(
-                f"duplicate route name '{r.name}' (also in {seen[r.name]})",
-                file=path, line=loc.line([*base, "name"]), field=f"routes[{i}].name",
-                hint="route names must be unique across all files; rename one",
-            )
-        seen[r.name] = path
-        candidates = _candidates(r.model, r.candidates, models, path, loc, base, f"route '{r.name}'")
-        clean: list[str] = []
-        local: set[str] = set()
-        for j, u in enumerate(r.utterances):
-            text = " ".join(u.split())
-            if not text:
-                raise ConfigError(
-                    "utterance is empty", file=path, line=loc.line([*base, "utterances", j]),
-                    field=f"routes[{i}].utterances[{j}]", hint="remove it or write an example query",
-                )
-            _check_length(text, path, loc.line([*base, "utterances", j]), f"routes[{i}].utterances[{j}]")
-            key = text.casefold()
-            if key in local:
-                continue  # a repeat within one route changes nothing; keep the first
-            if key in utterance_owner and utterance_owner[key][0] != r.name:
-                other = utterance_owner[key]
-                raise ConfigError(
-                    f"utterance '{text}' also belongs to route '{other[0]}' ({other[1]})",
-                    file=path, line=loc.line([*base, "utterances", j]),
-                    field=f"routes[{i}].utterances[{j}]",
-                    hint="an example can teach only one route; remove it from one of them",
-                )
-            utterance_owner[key] = (r.name, path)
-            local.add(key)
-            clean.append(text)
-        negs: list[str] = []
-        for j, u in enumerate(r.negative_utterances):
-            text = " ".join(u.split())
-            if not text or text.casefold() in local:
-                raise ConfigError(
-                    "negative utterance is empty" if not text else f"'{text}' is both an utterance and a "
-                    "negative utterance of this route",
-                    file=path, line=loc.line([*base, "negative_utterances", j]),
-                    field=f"routes[{i}].negative_utterances[{j}]",
-                    hint="remove it from one of the two lists",
-                )
-            _check_length(text, path, loc.line([*base, "negative_utterances", j]),
-                          f"routes[{i}].negative_utterances[{j}]")
-            negs.append(text)
+    owners: _Owners = {}
+    for n_route, (r, at) in enumerate(pending):
+        check_route_count(n_route, at.file, at.line(), at.field())
+        check_route_examples(r.name, len(r.utterances) + len(r.negative_utterances), at.file,
+                             at.line("utterances"), at.field("utterances"))
+        _check_route_name(r.name, at, seen)
+        candidates = candidates_of(r.model, r.candidates, models, at.file, at.loc.line, at.base,
+                                   f"route '{r.name}'")
+        utterances = _utterances(r, at, owners)
         routes.append(
             Route(
                 name=r.name,
                 model=candidates[0].model,
                 threshold=r.threshold if r.threshold is not None else defaults.threshold,
-                utterances=tuple(clean),
-                negative_utterances=tuple(negs),
+                utterances=utterances,
+                negative_utterances=_negative_utterances(r, at, {u.casefold() for u in utterances}),
                 description=r.description,
                 tier=r.tier,
                 metadata=dict(r.metadata),
                 candidates=candidates,
             )
         )
-    if not routes:
+    return routes, owners
+
+
+def _check_route_name(name: str, at: _Spot, seen: dict[str, Path]) -> None:
+    if not NAME_RE.fullmatch(name):
         raise ConfigError(
-            "no routes declared", file=files[0], field="routes",
-            hint="add at least one route with utterances",
+            f"invalid route name {name!r}", file=at.file, line=at.line("name"), field=at.field("name"),
+            hint=NAME_HINT,
         )
-    fallback_examples: list[str] = []
-    for j, u in enumerate(fallback_spec.utterances if fallback_spec is not None else []):
-        text = " ".join(u.split())
-        owner = utterance_owner.get(text.casefold())
-        line, fld = fallback[2].line(["fallback", "utterances", j]), f"fallback.utterances[{j}]"
+    if name in seen:
+        raise ConfigError(
+            f"duplicate route name '{name}' (also in {seen[name]})",
+            file=at.file, line=at.line("name"), field=at.field("name"),
+            hint="route names must be unique across all files; rename one",
+        )
+    seen[name] = at.file
+
+
+def _utterances(r: RouteSpec, at: _Spot, owners: _Owners) -> tuple[str, ...]:
+    """A route's examples, folded; a repeat within the route is dropped, one claimed by another route refused."""
+    clean: list[str] = []
+    local: set[str] = set()
+    for j, u in enumerate(r.utterances):
+        text = _fold(u)
         if not text:
-            raise ConfigError("fallback utterance is empty", file=fallback[1], line=line, field=fld,
+            raise ConfigError(
+                "utterance is empty", file=at.file, line=at.line("utterances", j),
+                field=at.field("utterances", j), hint="remove it or write an example query",
+            )
+        check_length(text, at.file, at.line("utterances", j), at.field("utterances", j))
+        key = text.casefold()
+        if key in local:
+            continue  # a repeat within one route changes nothing; keep the first
+        if key in owners and owners[key][0] != r.name:
+            other = owners[key]
+            raise ConfigError(
+                f"utterance '{text}' also belongs to route '{other[0]}' ({other[1]})",
+                file=at.file, line=at.line("utterances", j), field=at.field("utterances", j),
+                hint="an example can teach only one route; remove it from one of them",
+            )
+        owners[key] = (r.name, at.file)
+        local.add(key)
+        clean.append(text)
+    return tuple(clean)
+
+
+def _negative_utterances(r: RouteSpec, at: _Spot, positives: set[str]) -> tuple[str, ...]:
+    """A route's negative examples, folded; none may also be one of its (case-folded) utterances."""
+    negs: list[str] = []
+    for j, u in enumerate(r.negative_utterances):
+        text = _fold(u)
+        if not text or text.casefold() in positives:
+            raise ConfigError(
+                "negative utterance is empty" if not text else f"'{text}' is both an utterance and a "
+                "negative utterance of this route",
+                file=at.file, line=at.line("negative_utterances", j), field=at.field("negative_utterances", j),
+                hint="remove it from one of the two lists",
+            )
+        check_length(text, at.file, at.line("negative_utterances", j), at.field("negative_utterances", j))
+        negs.append(text)
+    return tuple(negs)
+
+
+def _fallback_examples(fb: _At[Fallback], owners: _Owners) -> list[str]:
+    """The fallback's out-of-scope examples, folded and without repeats; none may be a route's utterance."""
+    examples: list[str] = []
+    for j, u in enumerate(fb.value.utterances):
+        text = _fold(u)
+        owner = owners.get(text.casefold())
+        line, fld = fb.loc.line(["fallback", "utterances", j]), f"fallback.utterances[{j}]"
+        if not text:
+            raise ConfigError("fallback utterance is empty", file=fb.file, line=line, field=fld,
                               hint="remove it or write an example query that no route should take")
         if owner is not None:
             raise ConfigError(f"'{text}' is also an utterance of route '{owner[0]}' ({owner[1]})",
-                              file=fallback[1], line=line, field=fld,
+                              file=fb.file, line=line, field=fld,
                               hint="an example goes either to a route or to the fallback; remove it from one")
-        _check_length(text, fallback[1], line, fld)
-        if text not in fallback_examples:
-            fallback_examples.append(text)
-    _check_totals(routes, fallback_examples, defaults, files[0], defaults_at)
-    assert fallback_spec is not None
-    fb_candidates = _candidates(fallback_spec.model, fallback_spec.candidates, models, fallback[1], fallback[2],
-                                ["fallback"], "the fallback", both_ok=True)
-    if fb_candidates[0].model != fallback_spec.model:
-        raise ConfigError(
-            f"fallback model '{fallback_spec.model}' is not the first of its candidates", file=fallback[1],
-            line=fallback[2].line(["fallback", "candidates"]), field="fallback.candidates",
-            hint="list the fallback model first; the candidates after it are its alternatives",
-        )
-    model_specs = {k: v[0] for k, v in models.items()}
-    warnings: list[str] = []
-    policy_spec: PolicySpec | None = None
-    if policy is not None:
-        from .policy.compile import check_policy
-
-        policy_spec = policy[0]
-        warnings = check_policy(policy_spec, policy[1], policy[2].line, model_specs, routes, fb_candidates)
-    if feedback is not None:
-        check_feedback(feedback[0], list(models), [r.name for r in routes], file=feedback[1], line=feedback[2].line)
-    return RouteSet(
-        fallback_model=fallback[0],
-        models=model_specs,
-        defaults=defaults,
-        routes=tuple(routes),
-        sources=sources,
-        fallback_utterances=tuple(fallback_examples),
-        fallback_candidates=fb_candidates,
-        policy=policy_spec,
-        warnings=tuple(warnings),
-        feedback=feedback[0] if feedback is not None else None,
-    )
+        check_length(text, fb.file, line, fld)
+        if text not in examples:
+            examples.append(text)
+    return examples
 
 
-def _check_length(text: str, file: Path, line: int | None, field: str) -> None:
-    if len(text) > MAX_UTTERANCE_CHARS:
-        raise ConfigError(
-            f"utterance is {len(text)} characters; the limit is {MAX_UTTERANCE_CHARS}", file=file, line=line,
-            field=field, hint="the encoder reads only the first 256 tokens; keep examples to what a user types",
-        )
+def _check_policy(
+    policy: _At[PolicySpec] | None, models: Mapping[str, ModelSpec], routes: Sequence[Route],
+    fallback: Sequence[Candidate],
+) -> list[str]:
+    """The policy section against the routes and models; its warnings (e.g. a shadowed rule)."""
+    if policy is None:
+        return []
+    # imported here: the checks load the PII detector's modules (re2, phonenumbers, stdnum), which a route set
+    # without a policy never needs
+    from .policy.compile import check_policy
 
-
-def _check_totals(
-    routes: Sequence[Route], fallback_examples: Sequence[str], defaults: Defaults, first: Path,
-    defaults_at: Path | None,
-) -> None:
-    n = sum(len(r.utterances) + len(r.negative_utterances) for r in routes) + len(fallback_examples)
-    if n > MAX_VECTORS:
-        raise ConfigError(f"{n} utterances in all; the limit is {MAX_VECTORS}", file=first, field="routes",
-                          hint="split the routes into several bundles, or keep fewer examples per route")
-    if defaults.scorer == "logistic":
-        has_none = bool(fallback_examples) or any(r.negative_utterances for r in routes)
-        cells = head_cells(n, len(routes), has_none)
-        if cells > MAX_HEAD_CELLS:
-            raise ConfigError(
-                f"the logistic head would be fitted over {n} utterances x {len(routes) + has_none} classes "
-                f"= {cells:,} cells (limit {MAX_HEAD_CELLS:,}: about 250 MB and minutes of fitting)",
-                file=defaults_at or first, field="defaults.scorer",
-                hint="set 'defaults: {scorer: knn}', or use fewer routes or utterances",
-            )
-
-
-def head_cells(n_vectors: int, n_routes: int, has_none: bool) -> int:
-    """The size of each (vectors x classes) matrix the logistic head's fit holds."""
-    return n_vectors * (n_routes + (1 if has_none else 0))
-
-
-def _candidates(
-    model: str | None, listed: list[str | CandidateSpec] | None, models: dict[str, tuple[ModelSpec, Path]],
-    path: Path, loc: _Located, base: list[str | int], what: str, *, both_ok: bool = False,
-) -> tuple[Candidate, ...]:
-    """A route's (or the fallback's) candidates, checked: declared models, no repeats, not empty."""
-    where = _field_path(base)
-    if model is not None and listed is not None and not both_ok:
-        raise ConfigError(
-            f"{what} gives both 'model' and 'candidates'", file=path, line=loc.line([*base, "candidates"]),
-            field=f"{where}.candidates", hint="give one model, or an ordered list of candidates, not both",
-        )
-    if model is None and listed is None:
-        raise ConfigError(
-            f"{what} names no model", file=path, line=loc.line(base), field=f"{where}.model",
-            hint="add 'model: NAME' or 'candidates: [NAME, ...]'",
-        )
-    if listed is not None and not listed:
-        raise ConfigError(
-            f"{what} has an empty candidate list", file=path, line=loc.line([*base, "candidates"]),
-            field=f"{where}.candidates", hint="list at least one model, or use 'model: NAME'",
-        )
-    items: list[tuple[Candidate, list[str | int]]] = (
-        [(Candidate(c) if isinstance(c, str) else Candidate(c.model, c.quality), [*base, "candidates", j])
-         for j, c in enumerate(listed)]
-        if listed is not None else [(Candidate(model or ""), [*base, "model"])]
-    )
-    seen: set[str] = set()
-    for cand, at in items:
-        if cand.model not in models:
-            raise ConfigError(
-                f"{what} names model '{cand.model}', which is not declared", file=path, line=loc.line(at),
-                field=_field_path(at), hint=f"declare it under 'models' or use one of: {', '.join(sorted(models))}",
-            )
-        if cand.model in seen:
-            raise ConfigError(
-                f"{what} lists model '{cand.model}' twice", file=path, line=loc.line(at), field=_field_path(at),
-                hint="list each candidate once",
-            )
-        seen.add(cand.model)
-    return tuple(c for c, _ in items)
+    return check_policy(policy.value, policy.file, policy.loc.line, models, routes, fallback)

@@ -6,16 +6,23 @@ removed or reordered.
 
 Files may be given in any order (they are ordered by their first record's seq). Unless ``partial``, the chain
 must start at seq 0, so removing the oldest records (or a whole early file) is caught too.
+
+A hash chain cannot show that its newest records were cut off (what is left is still a valid chain), so the head
+(the newest record's hash: ``semroute audit head LOG...``, or the server's ``audit_head`` log events at rotation
+and shutdown) is anchored somewhere the log's writer cannot reach, and checked later: ``expect_head`` (the log
+must end exactly there: a log that is no longer written) or ``anchors`` (each must still be in the chain: a log
+that kept growing since; truncation to before an anchor is caught).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from .chain import GENESIS, record_hash
 
 
@@ -61,8 +68,22 @@ def _read(path: Path) -> list[_Rec]:
     return out
 
 
-def verify_logs(paths: list[Path], *, partial: bool = False, expect_head: str | None = None) -> Summary:
-    """Raise DataError naming the first broken record; return a Summary when the chain holds."""
+def check_hash(value: str, field: str) -> str:
+    """A record hash as given on the command line: 64 hex digits (lowercased)."""
+    h = value.strip().lower()
+    if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+        raise ConfigError(f"{value[:80]!r} is not a record hash", field=field,
+                          hint="give the 64 hex digits that 'semroute audit head LOG...' prints")
+    return h
+
+
+def verify_logs(paths: list[Path], *, partial: bool = False, expect_head: str | None = None,
+                anchors: Sequence[str] = ()) -> Summary:
+    """Raise DataError naming the first broken record; return a Summary when the chain holds (and ends at
+    ``expect_head``, and holds every hash of ``anchors``, when given)."""
+    if expect_head is not None:
+        expect_head = check_hash(expect_head, "--expect-head")
+    anchors = [check_hash(a, "--anchor") for a in anchors]
     if not paths:
         raise DataError("no audit log files given")
     per_file = [(p, _read(p)) for p in paths]
@@ -101,10 +122,21 @@ def verify_logs(paths: list[Path], *, partial: bool = False, expect_head: str | 
             lost += int(b.get("lost", 0))
         expected_seq, expected_prev, prev_rec = b["seq"] + 1, b["hash"], r
     last = records[-1].body
+    seq_of = {r.body["hash"]: r.body["seq"] for r in records}
     if expect_head is not None and last["hash"] != expect_head:
+        if expect_head in seq_of:
+            raise DataError(f"{records[-1].where}: the log continues past the expected head {expect_head[:16]}... "
+                            f"(record seq {seq_of[expect_head]}): {last['seq'] - seq_of[expect_head]} newer records "
+                            f"follow it, up to seq {last['seq']}; if the head was taken before they were written, "
+                            "check it with --anchor, which requires only that it is still in the chain")
         raise DataError(f"{records[-1].where}: the newest record (seq {last['seq']}) has hash {last['hash'][:16]}..., "
-                        f"not the expected head {expect_head[:16]}...: records after it were removed, or it was "
-                        "rewritten")
+                        f"not the expected head {expect_head[:16]}..., which is nowhere in the chain: the newest "
+                        "records were removed (truncated) or rewritten, or the head belongs to another log")
+    for a in anchors:
+        if a not in seq_of:
+            raise DataError(f"{records[-1].where}: the anchored record {a[:16]}... is not in the chain (seq "
+                            f"{first.body['seq']}..{last['seq']}): the log was cut back to before it, or rewritten, "
+                            "or the anchor belongs to another log (or to files not given here)")
     return Summary(len(records), first.body["seq"], last["seq"], last["hash"], len(per_file), gaps, lost)
 
 

@@ -150,14 +150,34 @@ def audit() -> None:
 @audit.command("verify")
 @click.argument("logs", nargs=-1, required=True, type=_P)
 @click.option("--partial", is_flag=True, help="Accept a chain that starts after seq 0 (older files pruned).")
-@click.option("--expect-head", help="The newest record's hash must be this (as logged at rotation or shutdown).")
-def audit_verify(logs: tuple[Path, ...], partial: bool, expect_head: str | None) -> None:
-    """Check the hash chain of LOG files; exit 2 naming the first edited, removed or reordered record."""
+@click.option("--expect-head", help="The newest record's hash must be this: the log ends where it was anchored "
+                                    "('semroute audit head', or the server's audit_head log event).")
+@click.option("--anchor", "anchors", multiple=True,
+              help="A head taken earlier: it must still be in the chain (the log may have grown since). Repeatable.")
+def audit_verify(logs: tuple[Path, ...], partial: bool, expect_head: str | None, anchors: tuple[str, ...]) -> None:
+    """Check the hash chain of LOG files; exit 2 naming the first edited, removed or reordered record, or a head
+    or anchor that does not match (the newest records were cut off)."""
     from ..audit.verify import verify_logs
 
-    s = _errors(verify_logs)(list(logs), partial=partial, expect_head=expect_head)
+    s = _errors(verify_logs)(list(logs), partial=partial, expect_head=expect_head, anchors=anchors)
     gaps = f"; {s.gaps} gap records declare {s.lost} unrecorded decisions" if s.gaps else ""
-    click.echo(f"ok: {s.records} records (seq {s.first_seq}..{s.last_seq}) in {s.files} files, head {s.head}{gaps}")
+    checked = " (the expected head)" if expect_head else ""
+    checked += f"; {len(anchors)} anchors in the chain" if anchors else ""
+    click.echo(f"ok: {s.records} records (seq {s.first_seq}..{s.last_seq}) in {s.files} files, "
+               f"head {s.head}{checked}{gaps}")
+
+
+@audit.command("head")
+@click.argument("logs", nargs=-1, required=True, type=_P)
+@click.option("--partial", is_flag=True, help="Accept a chain that starts after seq 0 (older files pruned).")
+def audit_head(logs: tuple[Path, ...], partial: bool) -> None:
+    """Print the newest record's hash (after checking the chain), to anchor somewhere the log's writer cannot
+    reach; later, 'audit verify --expect-head HASH' (or --anchor HASH) shows whether records were cut off."""
+    from ..audit.verify import verify_logs
+
+    s = _errors(verify_logs)(list(logs), partial=partial)
+    click.echo(s.head)
+    click.echo(f"seq {s.last_seq}, {s.records} records in {s.files} files", err=True)
 
 
 @audit.command("to-labelled")

@@ -3,16 +3,21 @@
     limiter = RateLimiter(MemoryBucketStore(), rate_per_s=10, burst=20)
     wait = await limiter.take("key:3f9a0c1b2d4e", cost=1)   # 0.0: allowed; else seconds until it would be
 
-The in-process store serves one replica. Replicas that share a limit need a shared store with the same
-``take`` (the runtime-feedback state store, Redis, runs the same arithmetic atomically in a script); the
-limiter does not care which it has.
+The in-process store serves one replica. Replicas that share a limit take their tokens from the runtime state
+store (``StateBuckets``: with ``--state redis://...`` the same arithmetic runs atomically in a Lua script on Redis,
+on Redis's clock; while Redis is unreachable each replica counts locally). The limiter does not care which it has.
 """
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+from ..runtime.buckets import MemoryBucketStore
+
+if TYPE_CHECKING:
+    from ..runtime.store import StateStore
+
+__all__ = ["BucketStore", "MemoryBucketStore", "RateLimiter", "StateBuckets"]
 
 
 class BucketStore(Protocol):
@@ -22,34 +27,16 @@ class BucketStore(Protocol):
         ...
 
 
-class MemoryBucketStore:
-    """Buckets in a dict, least recently used evicted past ``max_keys`` (an evicted bucket restarts full, which
-    only ever errs towards allowing)."""
+class StateBuckets:
+    """The buckets of a runtime state store (``StateStore.take_tokens``): shared by every replica on the same
+    Redis, with the store's failover (local buckets while Redis is down, one log line per transition, the
+    ``semroute_state_store_up`` gauge)."""
 
-    def __init__(self, max_keys: int = 100_000, clock: object = time.monotonic) -> None:
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-        self._max = max_keys
-        self._clock = clock
+    def __init__(self, store: StateStore) -> None:
+        self.store = store
 
     async def take(self, key: str, cost: float, rate_per_s: float, burst: float) -> float:
-        return self.take_now(key, cost, rate_per_s, burst)
-
-    def take_now(self, key: str, cost: float, rate_per_s: float, burst: float) -> float:
-        if cost > burst:
-            return float("inf")
-        now: float = self._clock()  # type: ignore[operator]
-        tokens, last = self._buckets.get(key, (burst, now))
-        tokens = min(burst, tokens + (now - last) * rate_per_s)
-        if tokens >= cost:
-            self._buckets[key] = (tokens - cost, now)
-            wait = 0.0
-        else:
-            self._buckets[key] = (tokens, now)
-            wait = (cost - tokens) / rate_per_s
-        self._buckets.move_to_end(key)
-        if len(self._buckets) > self._max:
-            self._buckets.popitem(last=False)
-        return wait
+        return await self.store.take_tokens(key, cost, rate_per_s, burst)
 
 
 class RateLimiter:

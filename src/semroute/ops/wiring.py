@@ -1,6 +1,6 @@
 """Build the operations features an OpsConfig asks for, and hand the server what it needs from them:
 
-    ops = Ops(config.ops, registry=metrics.registry)
+    ops = Ops(config.ops, registry=metrics.registry, state=store)  # state: the runtime store (rate limits share it)
     router = ops.load_router(path, threads)         # signature checked first when --trusted-key is given
     server = grpc.aio.server(interceptors=ops.interceptors)
     port = ops.add_port(server, "127.0.0.1:50051")  # TLS / mTLS when configured
@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -22,11 +22,16 @@ from ..errors import BundleError
 from ..router import Router
 from .config import OpsConfig, parse_rate
 
+if TYPE_CHECKING:
+    from ..runtime.store import StateStore
+
 log = logging.getLogger("semroute.server")
 
 
 class Ops:
-    def __init__(self, config: OpsConfig | None, *, registry: Any = None) -> None:
+    def __init__(self, config: OpsConfig | None, *, registry: Any = None, state: StateStore | None = None) -> None:
+        """``state``: the runtime state store; when it is shared (``--state redis://...``) the rate limits are
+        taken from it, so every replica on that Redis draws on the same buckets."""
         self.config = config = config or OpsConfig()
         self._verifier = None
         if config.trusted_keys:
@@ -50,11 +55,19 @@ class Ops:
 
             auth = Authenticator(config.keys_file, reload_s=config.keys_reload_s)
         if config.rate_limit is not None:
-            from .ratelimit import MemoryBucketStore, RateLimiter
+            from .ratelimit import BucketStore, MemoryBucketStore, RateLimiter, StateBuckets
 
             rate, count = parse_rate(config.rate_limit)
-            limiter = RateLimiter(config.bucket_store or MemoryBucketStore(), rate_per_s=rate,
-                                  burst=config.rate_burst or count)
+            buckets: BucketStore
+            if config.bucket_store is not None:
+                buckets = config.bucket_store
+            elif state is not None and state.name != "memory":
+                buckets = StateBuckets(state)
+                log.warning("rate limit %s per %s shared by every replica on the %s state store", config.rate_limit,
+                            config.rate_by, state.name, extra={"event": "rate_limit_shared", "store": state.name})
+            else:
+                buckets = MemoryBucketStore()  # this replica only
+            limiter = RateLimiter(buckets, rate_per_s=rate, burst=config.rate_burst or count)
         if config.audit_log is not None:
             from ..audit.writer import AuditWriter, load_or_create_key
 

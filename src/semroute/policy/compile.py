@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._config_schema import NAME_RE
+from .._yaml_lines import LineOf, field_path
 from ..errors import ConfigError
 from .pii import GROUPS, KINDS
 from .rules import check_regex, reads_post
@@ -23,16 +25,7 @@ from .types import Candidate
 if TYPE_CHECKING:
     from ..routes import ModelSpec, Route
 
-LineOf = Callable[[Sequence[str | int]], int | None]
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _LABEL_KEY = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-
-
-def _path(parts: Sequence[str | int]) -> str:
-    out = ""
-    for p in parts:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
-    return out
 
 
 class _Checker:
@@ -41,11 +34,11 @@ class _Checker:
         self.line_of = line_of
 
     def fail(self, at: Sequence[str | int], message: str, hint: str) -> ConfigError:
-        return ConfigError(message, file=self.file, line=self.line_of(list(at)), field=_path(at), hint=hint)
+        return ConfigError(message, file=self.file, line=self.line_of(list(at)), field=field_path(at), hint=hint)
 
     def warn(self, at: Sequence[str | int], message: str, hint: str) -> str:
         line = self.line_of(list(at))
-        return f"{self.file}{f':{line}' if line else ''}: {_path(at)}: warning: {message} ({hint})"
+        return f"{self.file}{f':{line}' if line else ''}: {field_path(at)}: warning: {message} ({hint})"
 
 
 def _known(at: Sequence[str | int], what: str, name: str, known: Sequence[str], c: _Checker) -> None:
@@ -71,7 +64,7 @@ def check_policy(
         _known([*base, "default_tier"], "tier", spec.default_tier, tier_names, c)
     for name, tier in spec.tiers.items():
         at = [*base, "tiers", name]
-        if not _NAME.fullmatch(name):
+        if not NAME_RE.fullmatch(name):
             raise c.fail(at, f"invalid tier name '{name}'", "use 1-64 lowercase letters, digits, '_', '-', '.'")
         for key, listed in (("allow", tier.allow or []), ("exclude", tier.exclude)):
             for j, m in enumerate(listed):
@@ -94,7 +87,7 @@ def check_policy(
     seen: dict[str, int] = {}
     for i, rule in enumerate(spec.rules):
         at = [*base, "rules", i]
-        if not _NAME.fullmatch(rule.name):
+        if not NAME_RE.fullmatch(rule.name):
             raise c.fail([*at, "name"], f"invalid rule name '{rule.name}'",
                          "use 1-64 lowercase letters, digits, '_', '-', '.'")
         if rule.name in seen:

@@ -6,24 +6,18 @@ checked by ``policy.compile`` once every file is read, with the same file:line e
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from .._config_schema import Strict as _Strict
+from .._config_schema import int_is_float as _int_is_float
 
 Objective = Literal["quality", "cheapest", "blend"]
 NoEligibleAction = Literal["deny", "fallback"]
 Stage = Literal["pre", "post"]
 
 _NUMERIC = ("quality", "cost", "latency", "max_cost", "quality_floor", "confidence_below", "confidence_at_least")
-
-
-def _int_is_float(v: Any) -> Any:
-    # strict mode refuses ints for floats; `quality: 1` is a perfectly good number
-    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class Weights(_Strict):

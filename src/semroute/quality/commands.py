@@ -11,10 +11,11 @@ from typing import Any
 import numpy as np
 
 
-def fit_quality_command(index_dir: Path, outcomes: Path, out: Path, *, folds: int, seed: int, threads: int) -> str:
+def fit_quality_command(index_dir: Path, outcomes: Path, out: Path, *, folds: int, seed: int, threads: int,
+                        fast_within_se: float = 1.0) -> str:
     from tqdm import tqdm
 
-    from ..bundle import load_bundle
+    from ..bundle import load_bundle, resign_note
     from ..encoder import OnnxEncoder
     from .fit import fit_predictor
     from .outcomes import load_outcomes
@@ -33,7 +34,8 @@ def fit_quality_command(index_dir: Path, outcomes: Path, out: Path, *, folds: in
             idx = order[s : s + 64]
             vectors[idx] = enc.encode([data.texts[i] for i in idx]).vectors
             bar.update(len(idx))
-    predictor, report = fit_predictor(vectors, data.texts, data.scores, data.models, folds=folds, seed=seed)
+    predictor, report = fit_predictor(vectors, data.texts, data.scores, data.models, folds=folds, seed=seed,
+                                      fast_within_se=fast_within_se)
     record = {
         "outcomes": {"path": str(outcomes), "sha256": data.sha256, "prompts": len(data),
                      "duplicates_dropped": data.duplicates, "notes": data.notes},
@@ -44,9 +46,12 @@ def fit_quality_command(index_dir: Path, outcomes: Path, out: Path, *, folds: in
     st = report.settings
     what = ("kNN only" if st.blend == 0 else "head only" if st.blend == 1
             else f"{st.blend:.2f} head + {1 - st.blend:.2f} kNN")
+    if report.rule.get("head_only_chosen"):
+        what += (f", within {report.rule['head_only_brier_gap']:.5f} Brier (SE {report.rule['gap_se']:.5f}) of the "
+                 "most accurate setting, so no index search when serving")
     return (f"wrote {out} (version {new.version}, parent {bundle.version}): {len(data)} prompts, "
             f"{len(data.models)} models; {what} (k={st.k}, tau={st.tau}, clusters={st.clusters}, l2={st.l2}); "
-            f"{folds}-fold Brier {report.brier:.4f} in {time.perf_counter() - t0:.0f}s")
+            f"{folds}-fold Brier {report.brier:.4f} in {time.perf_counter() - t0:.0f}s{resign_note(index_dir, out)}")
 
 
 def eval_cost_command(index_dir: Path, outcomes: Path, *, weak: str | None, strong: str | None,

@@ -3,8 +3,11 @@
 1. The prompts are split into folds at random. For every fold, each candidate setting (kNN k / tau / alpha,
    head clusters / L2 penalty) predicts the held-out prompts from the others: out-of-fold predictions.
 2. The setting and the head-vs-kNN blend with the lowest out-of-fold Brier score (mean over models, observed
-   outcomes only) win. The held-out folds never see their own outcomes; no test split is involved at all (the
-   benchmark runs this whole procedure inside each of its own training folds).
+   outcomes only) win, with one latency-aware exception (the one-standard-error rule, Hastie et al., *Elements
+   of Statistical Learning* 7.10): if the best **head-only** setting (blend 1, no index search at serving time:
+   a few microseconds against a few hundred for the search) is within ``fast_within_se`` paired standard errors
+   of the best Brier score, it wins instead. The held-out folds never see their own outcomes; no test split is
+   involved at all (the benchmark runs this whole procedure inside each of its own training folds).
 3. A Platt scaling per model is fitted on the winner's out-of-fold predictions.
 4. The winner is refitted on every prompt and stored.
 
@@ -51,6 +54,13 @@ class FitReport:
     brier: float
     table: list[dict[str, Any]] = field(default_factory=list)  # every candidate's out-of-fold Brier score
     seconds: float = 0.0
+    # the lowest-Brier setting and its calibration, whether or not the latency rule chose it, and the rule's
+    # comparison (Brier of the best head-only setting minus the best, and that difference's standard error)
+    most_accurate: Settings | None = None
+    most_accurate_platt: F64 | None = None
+    head_only: Settings | None = None  # the best head-only setting (None if the grid has no blend 1)
+    head_only_platt: F64 | None = None
+    rule: dict[str, Any] = field(default_factory=dict)
 
 
 def kmeans(x: F64, c: int, *, seed: int = 0, iterations: int = 25) -> F64:
@@ -127,6 +137,20 @@ def _brier(pred: F64, scores: F64) -> float:
     return float(np.mean((pred[seen] - scores[seen]) ** 2))
 
 
+def _prompt_losses(pred: F64, scores: F64) -> F64:
+    """Per prompt: the sum of squared errors over its observed outcomes (their total / observed count = Brier)."""
+    seen = ~np.isnan(scores)
+    return np.where(seen, (pred - np.where(seen, scores, 0.0)) ** 2, 0.0).sum(1)  # type: ignore[no-any-return]
+
+
+def paired_gap(a: F64, b: F64, scores: F64) -> tuple[float, float]:
+    """Brier(a) - Brier(b) and its standard error, paired by prompt (the same prompts, the same folds)."""
+    d = _prompt_losses(a, scores) - _prompt_losses(b, scores)
+    n_obs = int((~np.isnan(scores)).sum())
+    se = float(d.std(ddof=1)) * np.sqrt(len(d)) / n_obs if len(d) > 1 else 0.0
+    return float(d.sum()) / n_obs, se
+
+
 def fit_platt(raw: F64, y: F64) -> tuple[float, float]:
     seen = ~np.isnan(y)
     w = LogisticFitter(logit(raw[seen])[:, None]).fit(y[seen], l2=1e-6)
@@ -142,6 +166,7 @@ def fit_predictor(
     folds: int = 5,
     seed: int = 0,
     grid: Grid | None = None,
+    fast_within_se: float = 1.0,
     index_factory: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[QualityPredictor, FitReport]:
@@ -182,6 +207,7 @@ def fit_predictor(
             progress(f"fold {f + 1}/{folds} done")
     table = []
     best: tuple[float, Settings, F64] | None = None
+    fast: tuple[float, Settings, F64] | None = None  # the best head-only setting
     for blend in grid.blend:
         kc = knn_cfgs if blend < 1 else knn_cfgs[:1]
         hc = head_cfgs if blend > 0 else head_cfgs[:1]
@@ -192,16 +218,30 @@ def fit_predictor(
             table.append({**asdict(s), "brier": b})
             if best is None or b < best[0] - 1e-12:
                 best = (b, s, raw)
+            if blend == 1 and (fast is None or b < fast[0] - 1e-12):
+                fast = (b, s, raw)
     assert best is not None
-    brier, settings, raw = best
-    platt = np.array([fit_platt(raw[:, j], scores[:, j]) for j in range(m)])
+    rule: dict[str, Any] = {"fast_within_se": fast_within_se, "most_accurate": asdict(best[1])}
+    chosen = best
+    if fast is not None and fast is not best:
+        gap, se = paired_gap(fast[2], best[2], scores)
+        rule.update(head_only_brier_gap=gap, gap_se=se, head_only_chosen=bool(gap <= fast_within_se * se))
+        if gap <= fast_within_se * se:
+            chosen = fast
+    brier, settings, raw = chosen
+    distinct = {id(c): c for c in (best, chosen, fast) if c is not None}
+    platts = {i: np.array([fit_platt(c[2][:, j], scores[:, j]) for j in range(m)]) for i, c in distinct.items()}
+    platt = platts[id(chosen)]
     oof = sigmoid(platt[:, 0] * logit(raw) + platt[:, 1])
     predictor = refit(vectors, feats, scores, models, settings, platt, seed=seed, index_factory=index_factory,
                       info={"cv": {"folds": folds, "seed": seed, "criterion": "out-of-fold Brier score",
                                    "brier": brier, "brier_calibrated": _brier(oof, scores),
-                                   "candidates": len(table), "grid": asdict(grid)}})
+                                   "candidates": len(table), "grid": asdict(grid), "latency_rule": rule}})
     report = FitReport(oof=oof, oof_raw=raw, settings=settings, brier=brier, table=table,
-                       seconds=time.perf_counter() - t0)
+                       seconds=time.perf_counter() - t0, most_accurate=best[1],
+                       most_accurate_platt=platts[id(best)], rule=rule,
+                       head_only=fast[1] if fast is not None else None,
+                       head_only_platt=platts[id(fast)] if fast is not None else None)
     return predictor, report
 
 

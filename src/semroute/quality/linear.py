@@ -11,13 +11,15 @@ F64 = npt.NDArray[np.float64]
 _EPS = 1e-6
 
 
+# minimum/maximum rather than np.clip: the same values without clip's dispatch overhead, a few microseconds a
+# call that the serving path (two or three calls per query) notices
 def sigmoid(z: F64) -> F64:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40, 40)))
+    return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(z, -40.0), 40.0)))
 
 
 def logit(p: F64) -> F64:
-    q = np.clip(p, _EPS, 1 - _EPS)
-    return np.log(q / (1 - q))
+    q = np.minimum(np.maximum(p, _EPS), 1 - _EPS)
+    return np.log(q / (1 - q))  # type: ignore[no-any-return]
 
 
 class LogisticFitter:

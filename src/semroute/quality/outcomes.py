@@ -21,7 +21,6 @@ Every problem is ``file:line: what is wrong (how to fix)``, a DataError (exit co
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from collections.abc import Collection
@@ -32,6 +31,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from .._jsonl import read_jsonl
 from ..errors import DataError
 
 _KEYS = {"text", "outcomes", "route", "metadata"}
@@ -75,15 +75,8 @@ def load_outcomes(path: str | Path, *, known_models: Collection[str] | None = No
     """Read and check an outcome file. ``known_models``: the models the bundle declares; any other name is an
     error (a typo would silently train a model nobody routes to)."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read ({e.strerror})") from e
-    try:
-        # "\n" only: str.splitlines() also splits on U+2028, U+0085 and others that JSON strings may hold raw
-        lines = [line.removesuffix("\r") for line in raw.decode("utf-8").split("\n")]
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    # lines end at "\n" only: a prompt may hold U+2028 raw (see semroute._jsonl)
+    read = read_jsonl(path, like='{"text": ..., "outcomes": {"model": 1.0}}')
     known = set(known_models) if known_models is not None else None
     texts: list[str] = []
     rows: list[dict[str, float]] = []
@@ -92,16 +85,8 @@ def load_outcomes(path: str | Path, *, known_models: Collection[str] | None = No
     line_of: list[int] = []
     seen: dict[str, int] = {}  # stripped text -> index into texts
     duplicates = 0
-    for n, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{n}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-        if not isinstance(obj, dict):
-            raise DataError(f'{where}: expected a JSON object like {{"text": ..., "outcomes": {{"model": 1.0}}}}')
+    for line in read.lines:
+        n, where, obj = line.number, line.where, line.obj
         extra = set(obj) - _KEYS
         if extra:
             raise DataError(f"{where}: unknown key(s) {sorted(extra)}; allowed: {', '.join(sorted(_KEYS))}")
@@ -153,5 +138,5 @@ def load_outcomes(path: str | Path, *, known_models: Collection[str] | None = No
     missing = int(np.isnan(scores).sum())
     if missing:
         notes.append(f"{missing} (prompt, model) outcomes are missing: each is left out of that model's estimate")
-    return OutcomeSet(path, texts, models, scores, routes, metas, line_of, hashlib.sha256(raw).hexdigest(),
+    return OutcomeSet(path, texts, models, scores, routes, metas, line_of, read.sha256,
                       duplicates, notes)

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .buckets import MemoryBucketStore
 from .settings import BreakerSpec
 from .store import Breaker, BreakerState, Transition, day_bucket, minute_bucket, open_state
 
@@ -66,6 +67,7 @@ class InProcessStore:
         self._conversations = Expiring(limit)
         self._reports = Expiring(limit)
         self._requests = Expiring(limit)
+        self._buckets = MemoryBucketStore(max_keys=limit)
 
     # breakers ---------------------------------------------------------------------------------------------------
     async def breakers(self, now: float, spec: BreakerSpec) -> dict[str, Breaker]:
@@ -153,6 +155,10 @@ class InProcessStore:
 
     def costs(self) -> dict[str, float]:
         return dict(self._cost)
+
+    # rate limits ------------------------------------------------------------------------------------------------
+    async def take_tokens(self, key: str, cost: float, rate_per_s: float, burst: float) -> float:
+        return self._buckets.take_now(key, cost, rate_per_s, burst)
 
     # cache, conversations, reports ------------------------------------------------------------------------------
     async def cache_get(self, key: str) -> bytes | None:

@@ -1,16 +1,24 @@
 """RedisStore: replicas share breakers, latencies, budgets, the decision cache and conversations through one Redis
 server. Updates that must not race are Lua scripts (one atomic step each); the day's spend is MULTI/EXEC.
 
+Rate-limit token buckets (``take_tokens``) live here too, one hash per bucket (``PREFIX rl:BUCKET``), updated by
+one Lua script that reads the time from Redis itself (``TIME``): every replica's takes are measured on one clock,
+so clock skew between replicas neither mints nor loses tokens. Each bucket expires once it would have refilled
+(an expired bucket reads as full, so expiry changes no answer and idle buckets cost no memory).
+
 If Redis goes away the store keeps answering from a local InProcessStore, logs once per transition (down, up),
 reports it through ``on_change`` (the server's gauge) and tries Redis again at most once per ``retry_s``. When
 Redis answers again the store resynchronises: escalations and spend counted locally during the outage are added to
-the shared counters, and breakers opened locally are written unless Redis already holds a state for them. Nothing
-here ever raises to the caller because Redis is down: a Route never fails for it.
+the shared counters, and breakers opened locally are written unless Redis already holds a state for them. Local
+token buckets are dropped (the shared buckets are authoritative again): while degraded a rate limit holds per
+replica, so N replicas may admit up to N times the limit. Nothing here ever raises to the caller because Redis is
+down: a Route never fails for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -104,6 +112,26 @@ redis.call('EXPIRE', KEYS[2], 2 * 86400)
 return 1
 """
 
+# Redis >= 5 replicates scripts by their effects, so reading TIME before a write is allowed. An absent bucket is
+# full; a clock that stepped back counts as no time passed. Numbers go out as strings: Redis would truncate a Lua
+# number reply to an integer.
+_TAKE_TOKENS = """
+local cost, rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens, at = tonumber(b[1]), tonumber(b[2])
+if tokens == nil or at == nil then tokens, at = burst, now end
+local elapsed = now - at
+if elapsed < 0 then elapsed = 0 end
+tokens = math.min(burst, tokens + elapsed * rate)
+local wait = 0
+if tokens >= cost then tokens = tokens - cost else wait = (cost - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens), 'at', string.format('%.17g', now))
+redis.call('PEXPIRE', KEYS[1], math.ceil((burst - tokens) / rate * 1000) + 1)
+return string.format('%.17g', wait)
+"""
+
 
 def parse_url(url: str) -> tuple[str, int, int]:
     """``redis://HOST:PORT[/DB]`` -> (host, port, db); ConfigError naming --state otherwise."""
@@ -131,15 +159,22 @@ class RedisStore:
         prefix: str = "semroute:",
         timeout_s: float = 0.25,
         retry_s: float = 1.0,
+        max_connections: int = 32,
         on_change: Callable[[bool], None] | None = None,
     ) -> None:
         host, port, db = parse_url(url)
         self.url = url
-        # no retries inside redis-py: a down Redis must cost a request one failed attempt, then none until retry_s
-        self._r = aioredis.Redis(
+        # A bounded pool that makes callers wait for a free connection: redis-py's default pool opens one
+        # connection per command in flight, so a burst of 100 requests meant 100 connects at once, which on a busy
+        # host overran the timeout and tipped every replica into per-replica state (rate limits included). With a
+        # cap, a burst queues for ~0.1 ms round trips on warm connections instead. No retries inside redis-py: a
+        # down Redis must cost a request one failed attempt, then none until retry_s.
+        pool = aioredis.BlockingConnectionPool(
             host=host, port=port, db=db, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0), decode_responses=False,
+            retry=Retry(NoBackoff(), 0), decode_responses=False, max_connections=max_connections,
+            timeout=timeout_s,
         )
+        self._r = aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes it too
         self._p = prefix
         self._retry_s = retry_s
         self._on_change = on_change
@@ -147,6 +182,7 @@ class RedisStore:
         self._probe = self._r.register_script(_PROBE)
         self._ewma = self._r.register_script(_EWMA)
         self._escalate = self._r.register_script(_ESCALATE)
+        self._take_tokens = self._r.register_script(_TAKE_TOKENS)
         self.local = InProcessStore()
         self.up = True
         self._retry_at = 0.0
@@ -166,7 +202,8 @@ class RedisStore:
             self._retry_at = time.monotonic() + self._retry_s
             if self.up:
                 self.up = False
-                log.error("state store %s unreachable, answering from local state until it returns: %s",
+                log.error("state store %s unreachable, answering from local state until it returns (rate limits "
+                          "count per replica meanwhile): %s",
                           self.url, e, extra={"event": "state_store_down", "store": self.url})
                 if self._on_change:
                     self._on_change(False)
@@ -179,6 +216,9 @@ class RedisStore:
             outage, self.local = self.local, InProcessStore()
             try:
                 pipe = self._r.pipeline(transaction=True)
+                # an empty pipeline never reaches the server: without this an outage with nothing to merge (only
+                # rate-limit takes, say) read as "back", flapping down/up and resetting the local buckets each time
+                pipe.ping()
                 for key, n in outage.escalation_counts().items():
                     full = self._k("esc:" + key)
                     pipe.incrby(full, n)
@@ -272,6 +312,20 @@ class RedisStore:
             return float(v) if v is not None else 0.0
 
         return await self._call(remote, lambda: self.local.cost_spent(tenant, now))
+
+    # rate limits ------------------------------------------------------------------------------------------------
+    async def take_tokens(self, key: str, cost: float, rate_per_s: float, burst: float) -> float:
+        if cost > burst:
+            return float("inf")  # never: no round trip needed to say so
+        # a tenant's bucket is named before the request is validated: a long name is stored by its hash
+        name = key if len(key) <= 160 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+        async def remote() -> float:
+            return float(await self._take_tokens(keys=[self._k("rl:" + name)],
+                                                 args=[repr(float(cost)), repr(float(rate_per_s)),
+                                                       repr(float(burst))]))
+
+        return await self._call(remote, lambda: self.local.take_tokens(key, cost, rate_per_s, burst))
 
     # cache, conversations, reports ------------------------------------------------------------------------------
     async def cache_get(self, key: str) -> bytes | None:

@@ -18,25 +18,17 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BeforeValidator, Field
 
+from .._config_schema import NAME_RE as _NAME_RE
+from .._config_schema import Strict as _Strict
+from .._config_schema import int_is_float
 from ..errors import ConfigError
 
-
-def _int_is_float(v: Any) -> Any:
-    # strict mode refuses ints for floats; `window_s: 60` is a perfectly good number of seconds.
-    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
-
-
-Float = Annotated[float, BeforeValidator(_int_is_float)]
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+Float = Annotated[float, BeforeValidator(int_is_float)]  # `window_s: 60` is a perfectly good number of seconds
 TENANT_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,64}$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
 class BreakerSpec(_Strict):

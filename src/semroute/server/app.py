@@ -23,6 +23,7 @@ from grpc_reflection.v1alpha import reflection
 from .._proto.semroute.v1 import router_pb2 as pb
 from ..errors import SemrouteError
 from ..ops.config import OpsConfig
+from .arrivals import Arrivals
 from .batcher import MicroBatcher
 from .decode import add_router_service
 from .metrics import Metrics
@@ -49,6 +50,7 @@ class ServeConfig:
     grace_period: float = 10.0
     watch: bool = True
     watch_interval: float = 2.0
+    inline_when_idle: bool = True  # a lone query is encoded on the loop's thread, not the worker's (batcher.py)
     max_tenants: int = 100  # distinct tenants labelled in semroute_tenant_requests_total; the rest share one label
     state: str = "memory"  # runtime feedback state: 'memory' (this process) or redis://HOST:PORT shared by replicas
     ops: OpsConfig | None = None  # keys, TLS, rate limits, audit, tracing, signed bundles
@@ -96,7 +98,8 @@ async def serve(
     # 1. load and warm: a bad bundle fails here, before a port is bound
     from ..ops.wiring import Ops
 
-    ops = Ops(config.ops, registry=metrics.registry)  # a bad key file or certificate fails before any loading
+    # a bad key file or certificate fails before any loading; rate limits share the state store when it is Redis
+    ops = Ops(config.ops, registry=metrics.registry, state=feedback.loop.store)
     router = await asyncio.to_thread(ops.load_router, config.index, config.threads)  # with --trusted-key: signed
     holder = RouterHolder(router, config.index, config.threads, metrics, ops.load_router)
     ops.bind_router(lambda: holder.current)
@@ -108,11 +111,14 @@ async def serve(
         max_wait_us=config.max_wait_us,
         max_queue=config.max_queue,
         on_batch=metrics.batch_size.observe,
+        inline_when_idle=config.inline_when_idle,
     )
     # 2. bind
-    server = grpc.aio.server(interceptors=ops.interceptors, options=[("grpc.so_reuseport", 0)])
+    arrivals = Arrivals() if config.inline_when_idle else None
+    server = grpc.aio.server(interceptors=[*([arrivals] if arrivals else []), *ops.interceptors],
+                             options=[("grpc.so_reuseport", 0)])
     limits = Limits(max_text_chars=config.max_text_chars, max_batch_queries=config.max_batch_queries)
-    service = RouterService(lambda: holder.current, batcher, limits, metrics, feedback)
+    service = RouterService(lambda: holder.current, batcher, limits, metrics, feedback, arrivals)
     feedback.sync(holder.current)
     add_router_service(server, service, metrics)
     health = health_aio.HealthServicer()

@@ -12,6 +12,16 @@ with one ``loop.call_soon_threadsafe``. With an asyncio queue, a batcher task an
 three extra event-loop callbacks and an executor round trip, and every extra wake-up is a chance to wait for a
 core on a busy machine.
 
+Alone, a request skips even that crossing (``inline_when_idle``, on in the server): when the worker is idle, nothing
+is queued, the service says no other RPC is in flight or was accepted around this one (``alone``, see
+``server/arrivals.py``) and none has contended for the encoder in the last ``CONTENDED_S``, a single query is encoded
+on the event loop's thread, where it already is. A thread crossing is a wake-up, and a wake-up costs what the
+scheduler makes it cost: without gRPC, Route's handler measured +0.5 ms over Router.route inline against +2.8 ms
+through the worker on a loaded machine (load 8, 2 cores). The loop is then blocked for one query's encoding (~2 ms
+for a short one), which is the time another RPC arriving meanwhile waits before it is read; once two requests
+overlap, the worker takes over for at least ``CONTENDED_S``, so concurrent traffic is batched as before and the loop
+stays free for it.
+
 Admission control: past ``max_queue`` queued queries, ``submit_many`` raises OverloadedError at once.
 """
 
@@ -43,6 +53,16 @@ class _Item:
 
 
 _STOP = None  # sentinel on the queue: the worker exits
+# After two requests overlapped (or a batch went to the worker), how long every request goes through the worker
+# before one may be encoded inline again. Under concurrency the worker sees contention continuously, so this only
+# decides how soon a server that became quiet returns to the inline path.
+CONTENDED_S = 0.05
+# Turns of the event loop a lone-looking request yields before it is encoded inline. A call gRPC accepted meanwhile
+# needs four to show itself (its completion is read, the server's accept loop runs, its task is made, the task runs
+# the Arrivals interceptor): measured at concurrency 32 from idle, 200 queries a run, 3 runs each: with 1 or 2
+# turns 4-77% of the queries went inline one by one, with 3 3-6%, with 4 only the first. Five for a margin; each
+# costs a few microseconds (an epoll with timeout 0).
+_PROBE_TURNS = 5
 
 
 class MicroBatcher:
@@ -54,6 +74,7 @@ class MicroBatcher:
         max_wait_us: int = 0,
         max_queue: int = 1024,
         on_batch: Callable[[int], None] | None = None,
+        inline_when_idle: bool = False,
     ) -> None:
         if max_batch_size < 1 or max_wait_us < 0 or max_queue < 1:
             raise ValueError("max_batch_size >= 1, max_wait_us >= 0 and max_queue >= 1 are required")
@@ -66,6 +87,10 @@ class MicroBatcher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._closed = False
+        self.inline_when_idle = inline_when_idle
+        self._busy = False  # the worker holds a batch (written by the worker, read on the loop: a hint)
+        self._contended_until = 0.0  # loop time before which no request is encoded inline
+        self.inline_batches = 0  # queries encoded on the loop's thread (each its own batch of one)
 
     @property
     def depth(self) -> int:
@@ -73,11 +98,17 @@ class MicroBatcher:
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self.inline_when_idle:
+            set_threads(1)  # per thread, as in the worker: FAISS on the loop's thread must not spin up OpenMP
         self._thread = threading.Thread(target=self._work, name="semroute-encoder", daemon=True)
         self._thread.start()
 
-    async def submit_many(self, texts: list[str], top_scores: int, top_neighbours: int) -> list[_Result]:
-        """Queue texts; returns (decision with queue time, batch size) for each. Raises OverloadedError."""
+    async def submit_many(
+        self, texts: list[str], top_scores: int, top_neighbours: int, *, alone: Callable[[], bool] | None = None
+    ) -> list[_Result]:
+        """Queue texts; returns (decision with queue time, batch size) for each. Raises OverloadedError.
+        ``alone``: whether no other RPC is in flight or was accepted since the caller's; with it, a single text
+        may be encoded inline when the encoder is idle (module docstring)."""
         if self._closed:
             raise UnavailableError("server is shutting down")
         if self._queue.qsize() + len(texts) > self.max_queue:
@@ -85,6 +116,16 @@ class MicroBatcher:
                 f"{self._queue.qsize()} queries queued (limit {self.max_queue}); retry with backoff"
             )
         loop = asyncio.get_running_loop()
+        if alone is not None and len(texts) == 1 and self._idle(loop):
+            # a few turns of the loop first (no waiting: ready I/O is polled with timeout 0): a call gRPC has
+            # accepted meanwhile needs about that many (its completion is read, the server's accept loop makes
+            # its task, the task runs the Arrivals interceptor) to announce itself
+            for _ in range(_PROBE_TURNS):
+                await asyncio.sleep(0)
+            if alone() and self._idle(loop):
+                return [self._inline(texts[0], top_scores, top_neighbours)]
+        if self.inline_when_idle:
+            self._contended_until = loop.time() + CONTENDED_S
         items = [_Item(t, top_scores, top_neighbours, loop.create_future()) for t in texts]
         for it in items:
             self._queue.put(it)
@@ -96,6 +137,19 @@ class MicroBatcher:
             for it in items:  # deadline passed or client went away: do not encode for nobody
                 it.future.cancel()
             raise
+
+    def _idle(self, loop: asyncio.AbstractEventLoop) -> bool:
+        return (self.inline_when_idle and not self._busy and self._queue.empty()
+                and loop.time() >= self._contended_until)
+
+    def _inline(self, text: str, top_scores: int, top_neighbours: int) -> _Result:
+        """On the loop's thread: the same call the worker makes for a batch of one (batch invariance), so the
+        decision is the worker's; its queue time is 0."""
+        self.inline_batches += 1
+        (d,) = self._get_router().semantic_batch([text], top_scores=top_scores, top_neighbours=top_neighbours)
+        if self._on_batch:
+            self._on_batch(1)
+        return d, 1
 
     # --- the worker thread ---------------------------------------------------------------------------------
 
@@ -136,8 +190,10 @@ class MicroBatcher:
             first = self._queue.get()
             if first is _STOP:
                 return
+            self._busy = True
             batch = self._collect(first)
             if not batch:
+                self._busy = False
                 continue
             router = self._get_router()  # the bundle serving now; a reload swaps it between batches
             start = time.perf_counter_ns()
@@ -148,6 +204,7 @@ class MicroBatcher:
                     top_neighbours=max(it.top_neighbours for it in batch),
                 )
             except Exception as e:  # deliver the error to every waiter; the worker keeps serving
+                self._busy = False
                 self._post(loop, batch, e)
                 continue
             results = [
@@ -162,6 +219,7 @@ class MicroBatcher:
                 )
                 for it, d in zip(batch, decisions, strict=True)
             ]
+            self._busy = False
             self._post(loop, batch, results)
 
     def _post(self, loop: asyncio.AbstractEventLoop, batch: list[_Item], out: list[_Result] | Exception) -> None:

@@ -28,6 +28,7 @@ from ..policy.requests import check_labels, check_policy_options
 from ..policy.types import RequestContext
 from ..router import Router
 from ..scoring import Decision, Reason
+from .arrivals import Arrivals
 from .batcher import MicroBatcher
 from .convert import REASON_TO_PB, decision_to_pb
 from .feedback import ServingFeedback
@@ -118,9 +119,11 @@ def _options(opts: pb.RouteOptions) -> tuple[int, int]:
 class RouterService(pb_grpc.RouterServicer):
     def __init__(
         self, get_router: Callable[[], Router], batcher: MicroBatcher, limits: Limits, metrics: Metrics,
-        feedback: ServingFeedback | None = None,
+        feedback: ServingFeedback | None = None, arrivals: Arrivals | None = None,
     ) -> None:
         self._get_router = get_router
+        # the server's first interceptor, when the batcher may encode a lone query inline (batcher.py)
+        self._arrivals = arrivals
         self._feedback = feedback  # the runtime feedback loop (semroute.runtime); None: decisions by meaning only
         self._batcher = batcher
         self._limits = limits
@@ -129,6 +132,17 @@ class RouterService(pb_grpc.RouterServicer):
         self._decision_counters: dict[tuple[str, Reason], Any] = {}
         self._rpc_metrics: dict[tuple[str, grpc.StatusCode], tuple[Any, Any]] = {}
         self.in_flight = 0  # RPCs being handled now; shutdown waits for this to stay at 0
+        self._ended = 0.0  # perf_counter when the last RPC's handler finished
+
+    def _alone(self) -> bool:
+        """No other RPC in a handler, none accepted after the caller's, and the caller's not accepted right as the
+        previous one ended (it waited behind it: arrivals.py). The batcher's inline path asks."""
+        return (self.in_flight == 1 and self._arrivals is not None
+                and self._arrivals.accepted_alone(self._ended))
+
+    async def _semantic(self, texts: list[str], top_s: int, top_n: int) -> list[tuple[Decision, int]]:
+        return await self._batcher.submit_many(texts, top_s, top_n,
+                                               alone=self._alone if self._arrivals is not None else None)
 
     async def _guard(self, method: str, context: grpc.aio.ServicerContext, fn: Callable[[], Awaitable[T]]) -> T:
         start = time.perf_counter()
@@ -145,6 +159,7 @@ class RouterService(pb_grpc.RouterServicer):
             await context.abort(code, "internal error; see the server log")
         finally:
             self.in_flight -= 1
+            self._ended = time.perf_counter()
             # bookkeeping after the answer is on its way (the next turn of the event loop), not in front of it
             asyncio.get_running_loop().call_soon(self._record_rpc, method, code, time.perf_counter() - start)
         raise AssertionError("unreachable")  # context.abort raises
@@ -184,14 +199,14 @@ class RouterService(pb_grpc.RouterServicer):
         router = self._get_router()
         target = _quality_target(opts, router)
         if router.policy is None:  # no policy declared: the semantic step alone (and the quality target, if set)
-            done = await self._batcher.submit_many(texts, top_s, top_n)
+            done = await self._semantic(texts, top_s, top_n)
             if target is not None:
                 done = [(router.meet_target(d, target), b) for d, b in done]
             return self._answer(done, received_ns, context)
         ctxs = [router.target_context(_context(md, opts)) for md in metadata]
         pres = _pre_all(router, texts, ctxs, fields)
         todo = [i for i, p in enumerate(pres) if not p.decided]
-        results = await self._batcher.submit_many([texts[i] for i in todo], top_s, top_n) if todo else []
+        results = await self._semantic([texts[i] for i in todo], top_s, top_n) if todo else []
         semantic: dict[int, tuple[Decision, int]] = dict(zip(todo, results, strict=True))
         if any(d.index_version != router.version for d, _ in results):
             # a reload landed between the pre rules and the encoder: finish with the policy of the bundle that
@@ -199,7 +214,7 @@ class RouterService(pb_grpc.RouterServicer):
             router = self._get_router()
             if router.policy is None:  # the new bundle declares no policy: its semantic decisions, for every query
                 done = ([semantic[i] for i in range(len(texts))] if len(todo) == len(texts)
-                        else await self._batcher.submit_many(texts, top_s, top_n))
+                        else await self._semantic(texts, top_s, top_n))
                 return self._answer(done, received_ns, context)
             pres = _pre_all(router, texts, ctxs, fields)
         engine = router.policy
