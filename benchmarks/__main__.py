@@ -1,4 +1,4 @@
-"""python -m benchmarks [--quick|--full] [--suites encoder,graph,...] [--out DIR]
+"""python -m benchmarks [--quick|--full] [--suites encoder,graph,...] [--index-sizes 1000000] [--out DIR]
 
 Suites: encoder, graph, grpc, floor, index, startup, peer, soak, replicas, policy, pii, feedback, ops. soak, policy,
 pii, feedback and ops are also scripts of their own (python -m benchmarks.soak, ...) writing their own result files.
@@ -63,8 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--full", action="store_true", help="every size and level")
     ap.add_argument("--suites", default=",".join(SUITES), help="comma-separated: " + ",".join(SUITES))
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
+    ap.add_argument("--index-sizes", default="", help="comma-separated vector counts: rerun only these sizes of the "
+                    "index suite, keeping the previous run's rows for the others")
     ns = ap.parse_args(argv)
-    mode = Mode(quick=not ns.full)
+    try:
+        index_sizes = tuple(int(s) for s in ns.index_sizes.split(",") if s.strip())
+    except ValueError:
+        ap.error(f"--index-sizes: '{ns.index_sizes}' is not a comma-separated list of vector counts")
+    mode = Mode(quick=not ns.full, index_sizes=index_sizes)
     names = [s.strip() for s in ns.suites.split(",") if s.strip()]
     unknown = set(names) - set(SUITES)
     if unknown:
@@ -83,8 +89,12 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             print(f"[bench] {name} ...", file=sys.stderr, flush=True)
             res = mod.run(mode) if name in ("encoder", "index") else mod.run(mode, Path(tmp))
+            if name == "index" and index_sizes:
+                res = index_scale.merge(result["suites"].get("index"), res)
             result["ran"][name] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                                    "loadavg": os.getloadavg(), "elapsed_s": round(time.perf_counter() - t, 1)}
+            if name == "index" and index_sizes:
+                result["ran"][name]["sizes"] = list(index_sizes)
             result["suites"][name] = res
     result["machine"]["loadavg_at_end"] = os.getloadavg()
     ns.out.mkdir(parents=True, exist_ok=True)
@@ -99,6 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         ran = result["ran"].get(name)
         when = f"_Ran {ran['date']}, load average {ran['loadavg'][0]:.2f}._" if ran else ""
+        if ran and ran.get("sizes"):
+            when = when[:-2] + f" (sizes {', '.join(f'{n:,}' for n in ran['sizes'])}; the others from an earlier run)._"
         try:
             body = mod.table(res)
         except (KeyError, TypeError) as e:  # kept from an older run whose format this version no longer reads

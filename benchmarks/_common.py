@@ -27,6 +27,7 @@ CLINC_VENDORED = REPO / "benchmarks" / "data" / "clinc150" / "data_full.json.gz"
 @dataclass(frozen=True)
 class Mode:
     quick: bool
+    index_sizes: tuple[int, ...] = ()  # the index suite's sizes to run (empty: all of the mode's)
 
     def n(self, quick: int, full: int) -> int:
         return quick if self.quick else full

@@ -1,7 +1,10 @@
 """Suite 3: FAISS at 1k-1M vectors (synthetic, unit-length, shaped like sentence embeddings of utterances).
 
 Each size reports exact search and the default index; the size just below the largest also reports the
-alternatives the default was chosen over (see src/semroute/index.py), so the table shows why it won.
+alternatives the default was chosen over (see src/semroute/index.py), so the table shows why it won, and the
+largest (1M in full mode) the recall/latency frontier around the 1 ms target. Recall@10 is also split between
+in-scope queries and the 10% out of scope, which is where the approximate indexes lose it.
+`python -m benchmarks --full --suites index --index-sizes 1000000` reruns one size and keeps the other rows.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from semroute.index import ANN_FACTORY, IVF_NPROBE, VectorIndex, choose_factory, default_ef_search, set_threads
+from semroute.index import ANN_FACTORY, VectorIndex, choose_factory, set_threads
 
 from ._common import Mode, summary
 
@@ -74,22 +77,30 @@ def synthetic(n: int, n_q: int, dim: int = 384, seed: int = 0) -> tuple[np.ndarr
     return x, q.astype(np.float32)
 
 
-# (factory, efSearch or nprobe override or None, why it is in the table): the alternatives to the default
-ALTERNATIVES = [
-    ("HNSW32,Flat", None, "float32 vectors: more memory, no better recall"),
-    ("HNSW32,SQ8", None, "8-bit vectors: least memory, lower recall at equal effort"),
-    ("HNSW16,SQfp16", None, "fewer links: faster build, lower recall at equal effort"),
+# (factory, search-effort overrides, why it is in the table): the alternatives to the default at 100k
+ALTERNATIVES: list[tuple[str, dict[str, int], str]] = [
+    ("HNSW32,Flat", {}, "float32 vectors: more memory, no better recall"),
+    ("HNSW32,SQ8", {}, "8-bit vectors: least memory, lower recall at equal effort"),
+    ("HNSW16,SQfp16", {}, "fewer links: faster build, lower recall at equal effort"),
 ]
+# At 1M: the frontier around the target (p99 <= 1 ms at recall@10 >= 0.98): the HNSW default below LARGE_FROM
+# (the default at 1M too until 2026-11-29) at three search efforts, against the default (refined IVF).
+FRONTIER: list[tuple[str, dict[str, int], str]] = [
+    (ANN_FACTORY, {"ef_search": 256}, "HNSW over fp16 vectors (the default below 300k)"),
+    (ANN_FACTORY, {"ef_search": 192}, "HNSW, less effort"),
+    (ANN_FACTORY, {"ef_search": 128}, "HNSW, half the effort"),
+]
+HALF = {"half": 1}  # half of each of the default's search-effort settings
 
 
-def _ivf_alternative(n: int) -> tuple[str, int, str]:
+def _ivf_alternative(n: int) -> tuple[str, dict[str, int], str]:
     nlist = 1 << max(6, round(np.log2(np.sqrt(n) * 4)))  # FAISS's rule of thumb, 4 * sqrt(n) lists
-    return f"IVF{nlist}_HNSW32,Flat", IVF_NPROBE, "inverted lists: fastest build; at 1M far slower at equal recall"
+    return f"IVF{nlist}_HNSW32,Flat", {}, "inverted lists: fastest build; at 1M far slower at equal recall"
 
 
 def _measure(idx: VectorIndex, q: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     wall, cpu = [], []
-    found = 0
+    found = []
     for i in range(min(50, len(q))):  # warm up caches and FAISS's lazy allocations
         idx.search(q[i : i + 1], 10)
     for i in range(len(q)):
@@ -97,12 +108,15 @@ def _measure(idx: VectorIndex, q: np.ndarray, truth: np.ndarray) -> dict[str, An
         ids = idx.search(q[i : i + 1], 10).ids[0]
         wall.append(time.perf_counter() - t)
         cpu.append(time.thread_time() - c)
-        found += len(set(ids.tolist()) & set(truth[i].tolist()))
+        found.append(len(set(ids.tolist()) & set(truth[i].tolist())))
     # CPU time of the searching thread: unlike wall-clock, it is not inflated when other processes take the core
     cpu_sorted = sorted(cpu)
+    n_in = len(q) - int(_OOS_SHARE * len(q))  # synthetic() puts the out-of-scope queries last
     return {**summary(wall), "cpu_median_ms": float(np.median(cpu)) * 1e3,
             "cpu_p99_ms": cpu_sorted[min(len(cpu) - 1, round(0.99 * (len(cpu) - 1)))] * 1e3,
-            "recall_at_10": found / (10 * len(q))}
+            "recall_at_10": sum(found) / (10 * len(q)),
+            "recall_in_scope": sum(found[:n_in]) / (10 * n_in),
+            "recall_out_of_scope": sum(found[n_in:]) / (10 * max(1, len(q) - n_in))}
 
 
 def _index_mb(idx: VectorIndex) -> float:
@@ -115,23 +129,26 @@ def _index_mb(idx: VectorIndex) -> float:
 
 def run(mode: Mode) -> dict[str, Any]:
     set_threads(1)
-    sizes = [1_000, 10_000, 50_000] if mode.quick else [1_000, 10_000, 100_000, 1_000_000]
-    # the alternatives at 100k in full mode only: building them takes minutes, and the quick mode must stay quick
-    compare_at = None if mode.quick else 100_000
+    all_sizes = [1_000, 10_000, 50_000] if mode.quick else [1_000, 10_000, 100_000, 1_000_000]
+    sizes = [n for n in all_sizes if not mode.index_sizes or n in mode.index_sizes]
+    # the alternatives at 100k and the frontier at 1M in full mode only: building them takes minutes
+    compare_at, frontier_at = (None, None) if mode.quick else (100_000, 1_000_000)
     n_q = mode.n(300, 1000)
     rows = []
     for n in sizes:
         x, q = synthetic(n, n_q, seed=n)
         exact = VectorIndex.build(x, "Flat")
         truth = exact.search(q, 10).ids
-        default = choose_factory(n)
-        plan: list[tuple[str, int | None, str]] = [("Flat", None, "exact")]
+        default = choose_factory(n, x.shape[1])
+        plan: list[tuple[str, dict[str, int], str]] = [("Flat", {}, "exact")]
         if default != "Flat":
-            plan += [(default, None, "default"), (default, default_ef_search(n) // 2, "half the search effort")]
+            plan += [(default, {}, "default"), (default, HALF, "half the search effort")]
         if n == compare_at:
             if default == "Flat":
-                plan.append((ANN_FACTORY, None, "the default past EXACT_MAX"))
+                plan.append((ANN_FACTORY, {}, "the default past EXACT_MAX"))
             plan += [*ALTERNATIVES, _ivf_alternative(n)]
+        if n == frontier_at:
+            plan += FRONTIER
         built: dict[str, tuple[VectorIndex, float, float]] = {"Flat": (exact, 0.0, _index_mb(exact))}
         for factory, effort, why in plan:
             if factory not in built:
@@ -141,27 +158,34 @@ def run(mode: Mode) -> dict[str, Any]:
                 set_threads(1)
                 built[factory] = (idx, time.perf_counter() - t, _index_mb(idx))
             idx, build_s, mb = built[factory]
-            idx.set_ef_search(default_ef_search(n))
-            idx.set_nprobe(IVF_NPROBE)
-            if factory.startswith("IVF"):
-                idx.set_nprobe(effort)
-            else:
-                idx.set_ef_search(effort)
+            idx.reset_search_params()
+            if effort is HALF:
+                effort = {k: v // 2 for k, v in idx.search_params.items()}
+            idx.set_ef_search(effort.get("ef_search"))
+            idx.set_nprobe(effort.get("nprobe"))
+            idx.set_k_factor(effort.get("k_factor"))
             rows.append({"vectors": n, "factory": factory, **idx.search_params, "why": why,
-                         "default": factory == default and effort is None, "build_s": build_s, "index_mb": mb,
+                         "default": factory == default and not effort, "build_s": build_s, "index_mb": mb,
                          **_measure(idx, q, truth)})
         del built, exact
-    return {"rows": rows}
+    return {"rows": rows, "sizes": sizes}
+
+
+def merge(old: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    """A rerun of some sizes keeps the previous run's rows for the others (each row is one size's own run)."""
+    kept = [r for r in (old or {}).get("rows", []) if r["vectors"] not in new["sizes"]]
+    return {"rows": sorted([*kept, *new["rows"]], key=lambda r: r["vectors"]), "sizes": new["sizes"]}
 
 
 def table(res: dict[str, Any]) -> str:
     lines = ["| vectors | index | search effort | default | build s | index MB | p50 ms | p99 ms | cpu p99 ms "
-             "| recall@10 | why in the table |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| recall@10 | in scope / out | why in the table |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    names = {"ef_search": "efSearch", "nprobe": "nprobe", "k_factor": "k_factor"}
     for r in res["rows"]:
-        effort = ", ".join(f"{k.replace('ef_search', 'efSearch')} {v}" for k, v in
-                           ((k, r[k]) for k in ("ef_search", "nprobe") if k in r))
+        effort = ", ".join(f"{names[k]} {r[k]}" for k in names if k in r)
+        split = (f"{r['recall_in_scope']:.3f} / {r['recall_out_of_scope']:.3f}" if "recall_in_scope" in r else "")
         lines.append(f"| {r['vectors']:,} | {r['factory']} | {effort} | {'yes' if r['default'] else ''} | "
                      f"{r['build_s']:.1f} | {r['index_mb']:.0f} | {r['median_ms']:.3f} | {r['p99_ms']:.3f} | "
-                     f"{r['cpu_p99_ms']:.3f} | {r['recall_at_10']:.3f} | {r['why']} |")
+                     f"{r['cpu_p99_ms']:.3f} | {r['recall_at_10']:.3f} | {split} | {r['why']} |")
     return "\n".join(lines)

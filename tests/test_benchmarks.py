@@ -69,3 +69,15 @@ def test_index_scale_quick(tmp_path: Path) -> None:
         if r["factory"] == "Flat":
             assert r["recall_at_10"] == 1.0  # exact search is its own ground truth
     assert f"| 50,000 | {ANN_FACTORY} | efSearch {HNSW_EF_SEARCH} | yes |" in index_scale.table(res)
+
+
+def test_index_rerun_of_some_sizes_keeps_the_other_rows() -> None:
+    from benchmarks import index_scale
+
+    old = {"rows": [{"vectors": 1_000, "run": "old"}, {"vectors": 1_000_000, "run": "old"}]}
+    new = {"rows": [{"vectors": 1_000_000, "run": "new"}], "sizes": [1_000_000]}
+    merged = index_scale.merge(old, new)["rows"]
+    assert merged == [{"vectors": 1_000, "run": "old"}, {"vectors": 1_000_000, "run": "new"}]
+    assert index_scale.merge(None, new)["rows"] == new["rows"]
+    with pytest.raises(SystemExit):
+        main(["--suites", "index", "--index-sizes", "1M"])

@@ -162,7 +162,7 @@ def build_bundle(
             progress(len(chunk))
     embed_s = time.perf_counter() - t0
     t1 = time.perf_counter()
-    factory = factory or choose_factory(len(rows))
+    factory = factory or choose_factory(len(rows), vectors.shape[1])
     index = VectorIndex.build(vectors, factory)
     index_s = time.perf_counter() - t1
     head = None

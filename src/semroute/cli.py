@@ -106,7 +106,8 @@ def _resolve_encoder(encoder: Path | None, model: Path | None) -> Path:
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Bundle directory to write (atomically).")
 @click.option("--encoder", type=click.Path(path_type=Path), help="Encoder directory (from export-encoder).")
 @click.option("--model", type=click.Path(path_type=Path), help="Export this sentence-transformers model first.")
-@click.option("--index-factory", help="FAISS index-factory string (default: Flat to 10k vectors, else HNSW32,SQfp16).")
+@click.option("--index-factory", help="FAISS index-factory string (default: Flat to 10k vectors, "
+              "HNSW32,SQfp16 to 300k, then IVF...,PQ...x4fs,Refine(SQfp16)).")
 @click.option("--threads", type=int, default=2, show_default=True, help="Encoder threads while building.")
 @_errors
 def build_index(

@@ -254,7 +254,7 @@ def refit(
     x = vectors.astype(np.float64)
     prior = np.nanmean(scores, axis=0)
     index = None
-    factory = index_factory or choose_factory(n)
+    factory = index_factory or choose_factory(n, vectors.shape[1])
     if settings.blend < 1:
         index = VectorIndex.build(np.ascontiguousarray(vectors, dtype=np.float32), factory)
     cent = kmeans(x, settings.clusters, seed=seed)
