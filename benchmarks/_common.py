@@ -19,6 +19,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from semroute._fs import atomic_write_bytes
+
 REPO = Path(__file__).resolve().parents[1]
 CLINC_SHARED = REPO.parent / "shared" / "data" / "clinc150" / "data_full.json"
 CLINC_VENDORED = REPO / "benchmarks" / "data" / "clinc150" / "data_full.json.gz"
@@ -163,3 +165,14 @@ def build(routes: Path, out: Path) -> float:
 
 def dir_size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def write_results(out: Path, name: str, data: object, render: Callable[[], str]) -> str:
+    """Write OUT/NAME.json, then OUT/NAME.md from ``render()`` (atomic each), print and return the Markdown. The
+    measurements go first: a table that fails to render must not lose them."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / f"{name}.json", (json.dumps(data, indent=1) + "\n").encode())
+    md = render()
+    atomic_write_bytes(out / f"{name}.md", md.encode())
+    print(md)
+    return md

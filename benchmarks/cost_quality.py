@@ -32,12 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from semroute._fs import atomic_write_bytes
 from semroute.quality.fit import Grid, fit_predictor
 from semroute.quality.metrics import curve, oracle_scores, summary
 
 from . import routellm_data
-from ._common import REPO, machine
+from ._common import REPO, machine, write_results
 
 WEAK, STRONG = routellm_data.WEAK, routellm_data.STRONG
 MODELS = [STRONG, WEAK]  # sorted, as the outcome loader orders them
@@ -315,11 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         "grid": vars(GRID), "results": results, "published": PUBLISHED, "goals": GOALS,
     }
     res["seconds"] = time.perf_counter() - t0
-    ns.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(ns.out / "cost_quality.json", (json.dumps(res, indent=1) + "\n").encode())
-    md = table(res)
-    atomic_write_bytes(ns.out / "cost_quality.md", (md + "\n").encode())
-    print(md)
+    write_results(ns.out, "cost_quality", res, lambda: table(res) + "\n")
     return 0
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import json
 import shutil
 import socket
 import subprocess
@@ -28,9 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semroute._fs import atomic_write_bytes
-
-from ._common import REPO, Mode, build, machine, queries, summary
+from ._common import REPO, Mode, build, machine, queries, summary, write_results
 from .grpc_e2e import ServerProcess
 
 FEEDBACK_YAML = """\
@@ -276,11 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         res = measure(ns.n, Path(tmp))
     doc = {"machine": machine(), "ran": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            "seconds": round(time.perf_counter() - t0, 1), "feedback": res}
-    ns.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(ns.out / "feedback.json", (json.dumps(doc, indent=1) + "\n").encode())
-    md = f"# Runtime feedback benchmark ({doc['ran']})\n\n" + table(res)
-    atomic_write_bytes(ns.out / "feedback.md", md.encode())
-    print(md)
+    write_results(ns.out, "feedback", doc, lambda: f"# Runtime feedback benchmark ({doc['ran']})\n\n" + table(res))
     return 0
 
 

@@ -22,10 +22,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from semroute._fs import atomic_write_bytes
 from semroute.policy.pii import KINDS, PiiDetector
 
-from ._common import Mode
+from ._common import Mode, write_results
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 7
@@ -316,11 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=SEED)
     ns = ap.parse_args(argv)
     res = measure(ns.seed)
-    ns.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(ns.out / "pii.json", (json.dumps(res, indent=1) + "\n").encode())
-    md = markdown(res)
-    atomic_write_bytes(ns.out / "pii.md", md.encode())
-    print(md)
+    write_results(ns.out, "pii", res, lambda: markdown(res))
     return 0
 
 

@@ -33,9 +33,7 @@ from typing import Any
 
 import yaml
 
-from semroute._fs import atomic_write_bytes
-
-from ._common import REPO, Mode, machine, summary
+from ._common import REPO, Mode, machine, summary, write_results
 from .grpc_e2e import ServerProcess
 
 _BLOCK = 25
@@ -254,11 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="semroute-policy-bench-") as tmp:
         res = {**measure(ns.n, Path(tmp)), "machine": facts, "load_at_end": list(os.getloadavg()), "wall_s": 0.0}
     res["wall_s"] = time.perf_counter() - t0
-    ns.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(ns.out / "policy.json", (json.dumps(res, indent=1) + "\n").encode())
-    md = markdown(res)
-    atomic_write_bytes(ns.out / "policy.md", md.encode())
-    print(md)
+    write_results(ns.out, "policy", res, lambda: markdown(res))
     return 0
 
 

@@ -19,7 +19,6 @@ into work the predictor does and waiting for a core on a busy machine. Writes ``
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import tempfile
@@ -30,7 +29,6 @@ from typing import Any
 import grpc
 import numpy as np
 
-from semroute._fs import atomic_write_bytes
 from semroute._proto.semroute.v1 import router_pb2 as pb
 from semroute._proto.semroute.v1 import router_pb2_grpc as pb_grpc
 from semroute.quality.fit import refit
@@ -38,7 +36,7 @@ from semroute.quality.predictor import QualityPredictor, Settings, text_features
 from semroute.quality.store import write_quality_bundle
 
 from . import routellm_data
-from ._common import REPO, build, machine, queries
+from ._common import REPO, build, machine, queries, write_results
 from .cost_quality import MODELS, load
 from .grpc_e2e import ServerProcess
 
@@ -206,10 +204,7 @@ def main(argv: list[str] | None = None) -> int:
            ", ".join(f"{k.removeprefix('search_').removesuffix('_p50_ms')} {v:.3f} ms"
                      for k, v in knn.items() if k.startswith("search_")) + "."]
     text = "\n".join(md) + "\n"
-    ns.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(ns.out / "quality_latency.json", (json.dumps(res, indent=1) + "\n").encode())
-    atomic_write_bytes(ns.out / "quality_latency.md", text.encode())
-    print(text)
+    write_results(ns.out, "quality_latency", res, lambda: text)
     return 0
 
 

@@ -13,7 +13,6 @@ back. Writes ``quality_search_effort.json`` / ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import time
@@ -22,12 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from semroute._fs import atomic_write_bytes
 from semroute.index import VectorIndex, set_threads
 from semroute.quality.predictor import knn_estimate
 
 from . import routellm_data
-from ._common import REPO, machine
+from ._common import REPO, machine, write_results
 from .cost_quality import MODELS, load
 
 EFS = (50, 64, 96, 128)
@@ -75,10 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     md += [f"| {ef} | {r['search_p50_ms']:.3f} | {r['abs_diff_mean']:.4f} | {r['abs_diff_max']:.3f} | "
            f"{r['gain_corr_with_exact']:.4f} |" for ef, r in res["ef"].items()]
     text = "\n".join(md) + "\n"
-    ns.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(ns.out / "quality_search_effort.json", (json.dumps(res, indent=1) + "\n").encode())
-    atomic_write_bytes(ns.out / "quality_search_effort.md", text.encode())
-    print(text)
+    write_results(ns.out, "quality_search_effort", res, lambda: text)
     return 0
 
 

@@ -33,10 +33,9 @@ from typing import Any
 
 import grpc
 
-from semroute._fs import atomic_write_bytes
 from semroute._proto.semroute.v1 import router_pb2 as pb
 
-from ._common import REPO, Mode, build, machine
+from ._common import REPO, Mode, build, machine, write_results
 
 GOOD = [("my card was charged twice this month", "billing"), ("write a python function that parses a CSV file",
         "coding"), ("translate good night into French", "translation")]
@@ -319,12 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     res["machine"] = machine()
     res["ran"] = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "loadavg": os.getloadavg(),
                   "command": " ".join(["python -m benchmarks.soak", *(argv if argv is not None else sys.argv[1:])])}
-    ns.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(ns.out / "soak.json", (json.dumps(res, indent=1) + "\n").encode())
-    md = f"# semroute soak\n\n_Ran {res['ran']['date']}, load average {res['ran']['loadavg'][0]:.2f}; " \
-         f"command: `{res['ran']['command']}`._\n\n{table(res)}\n"
-    atomic_write_bytes(ns.out / "soak.md", md.encode())
-    print(md)
+    write_results(ns.out, "soak", res, lambda: f"# semroute soak\n\n_Ran {res['ran']['date']}, load average "
+                  f"{res['ran']['loadavg'][0]:.2f}; command: `{res['ran']['command']}`._\n\n{table(res)}\n")
     return 0 if res["pass"] else 1
 
 
